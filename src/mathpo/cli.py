@@ -1,0 +1,55 @@
+"""The `mathpo` command line: one subcommand per stage, following the data flow.
+
+    mathpo data synth | sample | grade | pairs | train | eval | loop | serve
+
+Each subcommand lives in `mathpo.commands.<name>` and only parses options and calls one stage
+function. User mistakes (UserError) print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import UserError
+
+# Order = the data flow; a module is listed once it exists.
+COMMANDS = ["data", "sample", "grade", "pairs", "train", "eval", "loop", "serve"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mathpo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mathpo {__version__}")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mathpo.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"mathpo.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .progress import setup_logging
+
+    setup_logging(args.log_level)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"mathpo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mathpo {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommand modules of `mathpo`; each has `register(subparsers)` and a `run(args)`."""

@@ -1,0 +1,73 @@
+"""Metrics over graded rows grouped by question `id`: accuracy, unbiased pass@k, maj@k.
+
+Used by `mathpo eval` and the loop report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from math import comb, sqrt
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Chen et al. (2021): 1 - C(n-c, k) / C(n, k), the chance that k of n samples hold a correct one."""
+    if k > n:
+        raise ValueError(f"k={k} > n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def group(rows: list[dict]) -> dict[str, list[dict]]:
+    by_id: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_id[r["id"]].append(r)
+    for samples in by_id.values():
+        samples.sort(key=lambda r: r.get("sample", 0))
+    return by_id
+
+
+def majority(samples: list[dict]) -> dict | None:
+    """The sample whose answer is most common (ties: earliest); None when no sample has an answer."""
+    votes = Counter(r["pred"] for r in samples if r.get("pred") is not None)
+    if not votes:
+        return None
+    best = max(votes.values())
+    return next(r for r in samples if r.get("pred") is not None and votes[r["pred"]] == best)
+
+
+def ci95(values: list[float]) -> list[float]:
+    """95% interval for the mean of per-question scores: Wilson for 0/1 scores, else normal."""
+    m = len(values)
+    mean = sum(values) / m
+    if all(v in (0, 1) for v in values):
+        z = 1.96
+        centre = (mean + z * z / (2 * m)) / (1 + z * z / m)
+        half = z * sqrt(mean * (1 - mean) / m + z * z / (4 * m * m)) / (1 + z * z / m)
+        return [max(0.0, centre - half), min(1.0, centre + half)]
+    var = sum((v - mean) ** 2 for v in values) / max(1, m - 1)
+    half = 1.96 * sqrt(var / m)
+    return [max(0.0, mean - half), min(1.0, mean + half)]
+
+
+def summarize(rows: list[dict], ks: list[int] = ()) -> dict:
+    by_id = group(rows)
+    n_q = len(by_id)
+    if n_q == 0:
+        return {"n": 0}
+    n = min(len(s) for s in by_id.values())
+    per_q = [sum(r["correct"] for r in s[:n]) / n for s in by_id.values()]
+    out = {
+        "n": n_q,
+        "samples_per_question": n,
+        "accuracy": sum(per_q) / n_q,  # mean over all samples: pass@1, greedy accuracy when n=1
+        "accuracy_ci95": ci95(per_q),
+        "strict_accuracy": sum(sum(r["strict_correct"] for r in s[:n]) / n for s in by_id.values()) / n_q,
+    }
+    for k in ks:
+        if k > n:
+            continue
+        out[f"pass@{k}"] = sum(pass_at_k(n, sum(r["correct"] for r in s[:n]), k) for s in by_id.values()) / n_q
+        maj = [majority(s[:k]) for s in by_id.values()]
+        out[f"maj@{k}"] = sum(bool(m and m["correct"]) for m in maj) / n_q
+    return out

@@ -1,0 +1,73 @@
+"""Sampling backends: turn prompts into completions. `hf` (transformers; CPU and CUDA) is the
+default; `vllm` is used when vLLM is installed and asked for.
+
+Backends share one interface so `mathpo sample`, `eval`, `pairs --kind step` and `loop` never
+care which one runs:  backend.generate(prompts, params) -> one list of `Completion` per prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    seed: int = 0
+    calculator: bool = False
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise UserError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: int  # generated tokens, stop string included
+    finish: str  # "stop" (EOS or stop string) or "length"
+
+
+class Backend(Protocol):
+    name: str
+
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
+        """n completions for each prompt, in prompt order. `progress(k)` after k more prompts finish."""
+
+
+def get_backend(name: str, loaded, add_special_tokens: bool = False, **options) -> Backend:
+    """Build a backend over an already loaded model (`mathpo.models.Loaded`)."""
+    if name == "hf":
+        from .hf import HFBackend
+
+        return HFBackend(loaded.model, loaded.tokenizer, add_special_tokens=add_special_tokens, **options)
+    if name == "vllm":
+        from .vllm import VLLMBackend
+
+        return VLLMBackend(loaded.path, add_special_tokens=add_special_tokens, **options)
+    raise UserError(f"unknown backend '{name}' (hf, vllm)")
+
+
+def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """Cut text at the earliest stop string (the stop string itself is dropped)."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
