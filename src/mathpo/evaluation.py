@@ -38,7 +38,7 @@ def format_table(summary: dict) -> str:
     keys = ["accuracy", "strict_accuracy"] + sorted(k for k in summary if k.startswith(("pass@", "maj@")))
     lo, hi = summary.get("accuracy_ci95", [float("nan")] * 2)
     lines = [f"{'dataset':<14}{'model':<28}{'n':>6}  " + "".join(f"{k:>16}" for k in keys),
-             f"{summary['dataset'][:13]:<14}{str(summary['model'])[-27:]:<28}{summary['n']:>6}  "
+             f"{Path(summary['dataset']).name[:13]:<14}{str(summary['model'])[-27:]:<28}{summary['n']:>6}  "
              + "".join(f"{100 * summary[k]:>15.1f}%" for k in keys),
              f"accuracy 95% interval: [{100 * lo:.1f}%, {100 * hi:.1f}%] over {summary['n']} questions"]
     return "\n".join(lines)

@@ -1,55 +1,53 @@
-"""Grading: extract the final answer of a completion and compare it with the gold answer.
+"""Grading: extract the final answer of a completion and decide whether it equals the gold answer.
 
-First version: numeric comparison only (the grading issue replaces it with the full grader).
-Public API: `grade(completion, gold) -> dict(pred, correct, strict_correct)`.
-Used by `mathpo grade`, `eval`, `pairs`, `loop`.
+Public API (used by `mathpo grade`, `eval`, `pairs`, `loop` and the web demo):
+- `grade(completion, gold) -> {pred, correct, strict_correct, timeout}`
+- `grade_rows(rows, workers=1)`: the same rows, same order, with those fields added
+- `extract_answer(completion) -> (pred, strict)` (grading.extract)
+- `equivalent(pred, gold) -> bool` (grading.equivalence)
+
+`correct` is the flexible verdict (the last number counts when no marker is there); `strict_correct`
+needs an explicit marker (`\\boxed{}`, `#### N`, "the answer is"). `timeout` is True when a symbolic
+check overran its wall-clock limit (the answer then counts as wrong).
 """
 
 from __future__ import annotations
 
-import re
-from fractions import Fraction
+from .equivalence import check, equivalent, fast, symbolic_forms
+from .extract import extract_answer
+from .symbolic import symbolic_many
 
-from .extract import after_hashes, last_boxed
+__all__ = ["grade", "grade_rows", "extract_answer", "equivalent", "check", "fast"]
 
-_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-
-
-def _number(text: str) -> Fraction | None:
-    m = _NUM.findall(text.replace("$", ""))
-    if not m:
-        return None
-    try:
-        return Fraction(m[-1].replace(",", ""))
-    except (ValueError, ZeroDivisionError):
-        return None
+extract = extract_answer  # the first version's name, still used by older callers
 
 
-def extract(completion: str) -> tuple[str | None, bool]:
-    """(answer, strict): strict when an explicit marker (boxed, ####) gave it."""
-    for fn in (last_boxed, after_hashes):
-        value = fn(completion)
-        if value is not None:
-            return value, True
-    nums = _NUM.findall(completion)
-    return (nums[-1] if nums else None), False
+def grade(completion: str, gold: str, timeout: float | None = None) -> dict:
+    pred, strict = extract_answer(completion or "")
+    ok, timed_out = check(pred, str(gold), timeout)
+    return {"pred": pred, "correct": ok, "strict_correct": ok and strict, "timeout": timed_out}
 
 
-def equivalent(pred: str | None, gold: str) -> bool:
-    if pred is None:
-        return False
-    if pred.strip() == gold.strip():
-        return True
-    a, b = _number(pred), _number(gold)
-    return a is not None and a == b
+def grade_rows(rows: list[dict], workers: int = 1, timeout: float | None = None, progress=None) -> list[dict]:
+    """The same rows in the same order with `pred`, `correct`, `strict_correct`, `timeout` added.
 
-
-def grade(completion: str, gold: str) -> dict:
-    pred, strict = extract(completion)
-    ok = equivalent(pred, gold)
-    return {"pred": pred, "correct": ok, "strict_correct": ok and strict}
-
-
-def grade_rows(rows: list[dict], workers: int = 1) -> list[dict]:
-    """The same rows in the same order with `pred`, `correct`, `strict_correct` added."""
-    return [{**r, **grade(r["completion"], str(r["gold"]))} for r in rows]
+    Extraction and the fast path run here; the pairs they leave undecided go, deduplicated, to
+    `workers` sympy processes under a wall-clock limit (grading.symbolic).
+    """
+    out, pending = [], {}
+    for i, r in enumerate(rows):
+        pred, strict = extract_answer(str(r.get("completion") or ""))
+        gold = str(r["gold"])
+        verdict = fast(pred, gold) if pred is not None else False
+        out.append({**r, "pred": pred, "correct": bool(verdict), "strict_correct": bool(verdict) and strict,
+                    "timeout": False})
+        if verdict is None:
+            pending.setdefault(symbolic_forms(pred, gold), []).append((i, strict))
+        if progress is not None:
+            progress.update(1)
+    if pending:
+        keys = list(pending)
+        for key, (ok, timed_out) in zip(keys, symbolic_many(keys, workers=workers, timeout=timeout)):
+            for i, strict in pending[key]:
+                out[i].update(correct=ok, strict_correct=ok and strict, timeout=timed_out)
+    return out

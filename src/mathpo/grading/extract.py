@@ -1,4 +1,13 @@
-"""Final-answer extraction from solutions and completions.
+"""Final-answer extraction from solutions and completions (used by `mathpo grade`, `eval`, `pairs`).
+
+`extract_answer(completion) -> (pred, strict)` takes, in priority order:
+1. the last brace-balanced `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`),
+2. GSM8K's `#### N`,
+3. Minerva's "The final answer is $X$. I hope it is correct.",
+4. "The (final) answer is X" / "Final Answer: X",
+and only then 5. the last number (strict = False: no explicit marker).
+Before that, run-on text (a model that finishes and then starts a new "Question: ...") is cut off,
+so numbers and boxes of an invented next problem never become the answer.
 
 `last_boxed` and `after_hashes` are also used by the dataset loader to read gold answers.
 """
@@ -7,24 +16,48 @@ from __future__ import annotations
 
 import re
 
+MAX_COMPLETION = 200_000  # characters looked at; longer completions are cut (keeps every scan bounded)
+
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOX_BARE = re.compile(r"\\boxed\s+([^\s${}\\]+)")
+_BRACE = re.compile(r"\\.|[{}]", re.S)
+
+
+def _brace_matches(text: str) -> dict[int, int]:
+    """Position of each `{` -> its matching `}`, in one linear pass (escaped braces skipped)."""
+    stack, out = [], {}
+    for m in _BRACE.finditer(text):
+        c = m.group()
+        if c == "{":
+            stack.append(m.start())
+        elif c == "}" and stack:
+            out[stack.pop()] = m.start()
+    return out
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last brace-balanced \\boxed{...} (or \\fbox{...}); None if there is none."""
-    found = None
+    """Content of the last brace-balanced \\boxed{...} (or \\fbox{...}, or `\\boxed 5`); None if none.
+
+    'Last' means the box that closes last; of nested boxes the outer one. Linear time, so thousands of
+    unbalanced braces cannot make it quadratic.
+    """
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return None
+    matches = None
+    best: tuple[int, int, str] | None = None  # (end, -start, content)
     for m in _BOX.finditer(text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            c = text[i]
-            if c == "\\" and i + 1 < len(text):  # skip escaped braces like \{
-                i += 2
-                continue
-            depth += {"{": 1, "}": -1}.get(c, 0)
-            i += 1
-        if depth == 0:
-            found = text[m.end(): i - 1].strip()
-    return found
+        if matches is None:
+            matches = _brace_matches(text)
+        close = matches.get(m.end() - 1)
+        if close is not None:
+            cand = (close, -m.start(), text[m.end(): close].strip())
+            if best is None or cand[:2] > best[:2]:
+                best = cand
+    for m in _BOX_BARE.finditer(text):
+        cand = (m.end(), -m.start(), m.group(1).rstrip(".,;"))
+        if best is None or cand[:2] > best[:2]:
+            best = cand
+    return best[2] if best else None
 
 
 _HASHES = re.compile(r"####\s*([^\n]*)")
@@ -37,3 +70,71 @@ def after_hashes(text: str) -> str | None:
         return None
     value = m.group(1).strip()
     return value or None
+
+
+# Where a completion runs on into a new problem: a line that starts a new question or turn.
+_RUN_ON = re.compile(
+    r"\n\s*(?:Question|Q|Problem|Human|User|Instruction|### Instruction|Input)\s*:"
+    r"|<\|(?:im_end|endoftext|eot_id|end|user)\|>|</s>|<\|im_start\|>")
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?!\w)|(?<![\w.])-?\.\d+")
+_MINERVA = re.compile(r"final answer is\s*\$((?:\\\$|[^$])+)\$\s*\.?\s*I hope", re.I)
+_ANSWER_IS = re.compile(
+    r"(?:the\s+(?:final\s+)?answer\s+(?:is|=|will be|would be)|final\s+answer\s*:|^\s*answer\s*:)\s*:?\s*(.+)",
+    re.I | re.M)
+_HASH_NUM = re.compile(r"^\$?\s*-?[\d,]*\.?\d+(?:/\d+)?\s*%?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean(text: str) -> str:
+    """Cut to MAX_COMPLETION characters; drop control characters (they carry no answer)."""
+    return _CONTROL.sub(" ", text[:MAX_COMPLETION])
+
+
+def cut_run_on(text: str) -> str:
+    """The completion up to the first point where it starts a new question or chat turn."""
+    m = _RUN_ON.search(text)
+    return text[: m.start()] if m and text[: m.start()].strip() else text
+
+
+def _answer_is(text: str) -> str | None:
+    """The last 'the answer is X' in text: X up to the end of its sentence or line."""
+    found = None
+    for m in _ANSWER_IS.finditer(text):
+        found = m.group(1)
+    if found is None:
+        return None
+    found = found.strip()
+    if found.startswith("$") and "$" in found[1:]:  # inline math: take it whole
+        found = found[1: found.index("$", 1)]
+    elif found.startswith("\\(") and "\\)" in found:
+        found = found[2: found.index("\\)")]
+    else:
+        found = re.split(r"\.\s|\.$|;|\n", found, maxsplit=1)[0]
+    found = found.strip().rstrip(".").strip()
+    return found or None
+
+
+def last_number(text: str) -> str | None:
+    nums = _NUMBER.findall(text)
+    return nums[-1] if nums else None
+
+
+def extract_answer(completion: str) -> tuple[str | None, bool]:
+    """(answer, strict): strict when an explicit marker (boxed, ####, 'answer is') gave it."""
+    text = cut_run_on(clean(completion))
+    boxed = last_boxed(text)
+    if boxed:
+        return boxed, True
+    hashes = after_hashes(text)
+    if hashes:
+        num = _HASH_NUM.match(hashes)  # `#### 18 Question: ...` on one line: keep the number only
+        return (num.group().strip() if num else hashes), True
+    m = None
+    for m in _MINERVA.finditer(text):
+        pass
+    if m:
+        return m.group(1).strip(), True
+    said = _answer_is(text)
+    if said:
+        return said, True
+    return last_number(text), False

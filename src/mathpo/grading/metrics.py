@@ -5,8 +5,11 @@ Used by `mathpo eval` and the loop report.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from math import comb, sqrt
+
+from .equivalence import equivalent
+from .normalize import normalize
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -27,13 +30,38 @@ def group(rows: list[dict]) -> dict[str, list[dict]]:
     return by_id
 
 
+def answer_classes(samples: list[dict]) -> list[list[dict]]:
+    """Samples with an answer, grouped so that equivalent answers (`1/2`, `0.5`, `\\frac12`) share a class.
+
+    Classes are in order of first appearance; same normalized strings join without a check, the rest
+    are compared with each class's first answer by grading.equivalence.
+    """
+    classes: list[list[dict]] = []
+    by_norm: dict[str, int] = {}
+    for r in samples:
+        pred = r.get("pred")
+        if pred is None:
+            continue
+        key = normalize(str(pred))
+        idx = by_norm.get(key)
+        if idx is None:
+            idx = next((i for i, c in enumerate(classes) if equivalent(str(pred), str(c[0]["pred"]))), None)
+        if idx is None:
+            classes.append([])
+            idx = len(classes) - 1
+        by_norm[key] = idx
+        classes[idx].append(r)
+    return classes
+
+
 def majority(samples: list[dict]) -> dict | None:
-    """The sample whose answer is most common (ties: earliest); None when no sample has an answer."""
-    votes = Counter(r["pred"] for r in samples if r.get("pred") is not None)
-    if not votes:
+    """First sample of the largest class of equivalent answers (ties: the class seen first); None when
+    no sample has an answer."""
+    classes = answer_classes(samples)
+    if not classes:
         return None
-    best = max(votes.values())
-    return next(r for r in samples if r.get("pred") is not None and votes[r["pred"]] == best)
+    best = max(len(c) for c in classes)
+    return next(c[0] for c in classes if len(c) == best)
 
 
 def ci95(values: list[float]) -> list[float]:
@@ -63,6 +91,8 @@ def summarize(rows: list[dict], ks: list[int] = ()) -> dict:
         "accuracy": sum(per_q) / n_q,  # mean over all samples: pass@1, greedy accuracy when n=1
         "accuracy_ci95": ci95(per_q),
         "strict_accuracy": sum(sum(r["strict_correct"] for r in s[:n]) / n for s in by_id.values()) / n_q,
+        "no_answer": sum(r.get("pred") is None for s in by_id.values() for r in s[:n]) / (n * n_q),
+        "timeouts": sum(bool(r.get("timeout")) for s in by_id.values() for r in s[:n]),
     }
     for k in ks:
         if k > n:

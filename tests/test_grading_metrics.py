@@ -1,0 +1,86 @@
+"""grading.metrics: unbiased pass@k, maj@k over equivalence classes, summaries; and `mathpo grade`."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+
+import pytest
+
+from mathpo.grading.metrics import answer_classes, majority, pass_at_k, summarize
+
+
+@pytest.mark.parametrize("n,c,k", [(10, 3, 1), (10, 3, 5), (5, 0, 3), (5, 5, 1), (8, 1, 8), (20, 7, 4)])
+def test_pass_at_k_matches_the_formula(n, c, k):
+    expected = 1.0 if n - c < k else 1 - comb(n - c, k) / comb(n, k)
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_edge_cases():
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(4, 0, 4) == 0.0
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def _rows(qid, preds, correct):
+    return [{"id": qid, "sample": i, "pred": p, "correct": c, "strict_correct": c} for i, (p, c) in
+            enumerate(zip(preds, correct))]
+
+
+def test_majority_votes_over_equivalent_answers_not_raw_strings():
+    # raw strings: "3" wins 2 votes to 1 each; by value 1/2 == 0.5 == \frac12 has 3 votes
+    rows = _rows("q", ["3", "1/2", "0.5", "3", "\\frac{1}{2}"], [False, True, True, False, True])
+    assert majority(rows)["pred"] == "1/2"
+    assert [len(c) for c in answer_classes(rows)] == [2, 3]
+
+
+def test_majority_ties_go_to_the_class_seen_first_and_none_preds_do_not_vote():
+    rows = _rows("q", [None, "7", "8,000", "8000", "7.0", None, None], [False] * 7)
+    assert majority(rows)["pred"] == "7"
+    assert majority(_rows("q", [None, None], [False, False])) is None
+
+
+def test_majority_keeps_tuples_apart():
+    rows = _rows("q", ["0, 1", "01", "10", "1, 0"], [True, False, False, True])
+    assert [len(c) for c in answer_classes(rows)] == [2, 1, 1]  # "1, 0" joins "0, 1" (unordered list)
+
+
+def test_summarize_pass_and_maj():
+    rows = (_rows("a", ["5", "5.0", "4", "3"], [True, True, False, False])
+            + _rows("b", ["1", "2", "2", "2"], [True, False, False, False]))
+    s = summarize(rows, ks=[1, 2, 4, 8])
+    assert s["n"] == 2 and s["samples_per_question"] == 4
+    assert s["accuracy"] == pytest.approx((0.5 + 0.25) / 2)
+    assert s["pass@1"] == pytest.approx(s["accuracy"])
+    assert s["pass@2"] == pytest.approx(((1 - comb(2, 2) / comb(4, 2)) + (1 - comb(3, 2) / comb(4, 2))) / 2)
+    assert s["pass@4"] == 1.0
+    assert s["maj@4"] == pytest.approx(0.5)  # a: 5 (2 votes incl. 5.0) right; b: 2 wrong
+    assert s["maj@1"] == pytest.approx(1.0)  # first samples: 5 and 1, both right
+    assert "pass@8" not in s  # k > n is skipped
+    assert s["timeouts"] == 0 and s["no_answer"] == 0
+
+
+def test_grade_command(tmp_path, capsys):
+    from mathpo.cli import main
+
+    rows = [{"id": "q1", "sample": 0, "completion": "so \\boxed{8,000}", "gold": "8000"},
+            {"id": "q1", "sample": 1, "completion": "#### 18\n\nQuestion: 5 apples? Answer: #### 5", "gold": "5"},
+            {"id": "q2", "sample": 0, "completion": "she has 14 left", "gold": "14", "keep": [1, 2]}]
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["grade", str(src), "--output", str(dst), "--workers", "2"]) == 0
+    out = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [{k: r[k] for k in r if k not in ("pred", "correct", "strict_correct", "timeout")} for r in out] == rows
+    assert [(r["pred"], r["correct"], r["strict_correct"], r["timeout"]) for r in out] == [
+        ("8,000", True, True, False), ("18", False, False, False), ("14", True, False, False)]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_grade_command_user_errors(tmp_path):
+    from mathpo.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"completion": "x"}\n')
+    assert main(["grade", str(bad), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert main(["grade", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 2
