@@ -1,0 +1,86 @@
+"""Pair files as training input: recognise the three row kinds, read external files unchanged
+(Math-Step-DPO-10K's step rows, DPO-ST's `{prompt, chosen, rejected}` files), and render the
+exact prompt text of a step row. Used by `mathpo train` and the loop.
+
+Kinds, by their fields:
+- `step`: prompt (raw question), initial_reason_steps, chosen, rejected (+ full_chosen,
+  full_rejected, answer, dataset) -- Math-Step-DPO-10K and `mathpo pairs --kind step`;
+- `dpo`: prompt, chosen, rejected -- DPO-ST and `mathpo pairs --kind dpo`;
+- `rft`: prompt, completion -- `mathpo pairs --kind rft`.
+Files: .jsonl, .json (a list of rows, or {column: [values]}), .parquet (as the hub ships them).
+Rows keep every field; a row without `id` gets its line number as one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import prompts
+from ..errors import UserError
+from ..records import read_jsonl
+
+KINDS = {
+    "step": ("prompt", "initial_reason_steps", "chosen", "rejected"),
+    "dpo": ("prompt", "chosen", "rejected"),
+    "rft": ("prompt", "completion"),
+}
+
+
+def kind_of(row: dict) -> str | None:
+    """The most specific kind whose fields the row has (step before dpo)."""
+    return next((k for k, fields in KINDS.items() if all(f in row for f in fields)), None)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return read_jsonl(path)
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+        if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+            keys = list(data)
+            data = [dict(zip(keys, vals)) for vals in zip(*data.values())]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise UserError(f"{path}: expected a list of objects or an object of columns")
+        return data
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise UserError(f"{path}: unsupported pair file type '{suffix}' (.jsonl, .json, .parquet)")
+
+
+def load_pairs(path: str | Path, kind: str | None = None) -> tuple[str, list[dict]]:
+    """(kind, rows) of a pair file; every row must be of one kind (`kind` if given)."""
+    path = Path(path)
+    rows = _read_rows(path)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    want = kind or kind_of(rows[0])
+    if want not in KINDS:
+        raise UserError(f"{path}: rows are not pairs; expected fields {' / '.join(', '.join(f) for f in KINDS.values())}")
+    for i, r in enumerate(rows, 1):
+        missing = [f for f in KINDS[want] if f not in r]
+        if missing:
+            raise UserError(f"{path}: row {i} lacks {', '.join(missing)} for {want} pairs")
+        bad = [f for f in KINDS[want] if not isinstance(r[f], str | list)]
+        if bad:
+            raise UserError(f"{path}: row {i}: {', '.join(bad)} must be text or a list of chat messages")
+        r.setdefault("id", str(i))
+    return want, rows
+
+
+def step_prompt(tokenizer, row: dict, template: str | prompts.Template) -> str:
+    """The exact text a step row's chosen/rejected continue: the question rendered with
+    `template`, whose answer_start is replaced by the row's `initial_reason_steps` (which
+    starts with it; Math-Step-DPO-10K's rows start with "Let's think step by step.")."""
+    t = prompts.get(template) if isinstance(template, str) else template
+    base = prompts.render(tokenizer, row["prompt"], t)
+    head = base[:len(base) - len(t.answer_start)] if t.answer_start else base
+    return head + row["initial_reason_steps"]

@@ -1,0 +1,63 @@
+"""The summary every `mathpo pairs` run prints and saves beside its output (OUT.summary.json):
+rows, pairs per question, questions skipped and why, and for step pairs where in the solutions
+the errors were found and how many rollouts each located error cost, plus the time taken.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+
+def _plain(value):
+    """Counters -> dicts with sorted keys (ints sort numerically), recursively, for JSON."""
+    if isinstance(value, Counter | dict):
+        items = sorted(value.items(), key=lambda kv: (not isinstance(kv[0], int), kv[0] if isinstance(kv[0], int) else str(kv[0])))
+        return {str(k): _plain(v) for k, v in items}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def finish(stats: dict, t0: float) -> dict:
+    stats["seconds"] = round(time.time() - t0, 2)
+    return _plain(stats)
+
+
+def summary_path(output: str | Path) -> Path:
+    """OUT.jsonl -> OUT.summary.json (same folder)."""
+    output = Path(output)
+    stem = output.name[:-len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(stem + ".summary.json")
+
+
+def format_summary(stats: dict) -> str:
+    kind = stats.get("kind", "?")
+    lines = [f"{kind} rows: {stats.get('rows', 0)} from {stats.get('questions', 0)} questions "
+             f"in {stats.get('seconds', 0)} s"]
+    per_q = stats.get("per_question") or {}
+    if per_q:
+        lines.append("rows per question: " + ", ".join(f"{k}: {v}" for k, v in per_q.items()))
+    skipped = stats.get("skipped") or {}
+    if skipped:
+        lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()))
+    dups = [f"{k.replace('_', ' ')} {stats[k]}" for k in ("exact_duplicates", "near_duplicates", "rows_other_prompt")
+            if stats.get(k)]
+    if dups:
+        lines.append("dropped: " + ", ".join(dups))
+    if kind == "rft":
+        lines.append(f"cap per question: {stats.get('cap')} (p{stats.get('cap_percentile')}), "
+                     f"dropped by cap: {stats.get('dropped_by_cap', 0)}")
+    if kind == "step":
+        loc = stats.get("locate", {})
+        lines.append(f"wrong solutions: {stats.get('wrong_solutions', 0)}, errors located: {loc.get('located', 0)}, "
+                     f"pairs: {stats.get('rows', 0)}")
+        if loc.get("error_step"):
+            lines.append("error at step: " + ", ".join(f"{k}: {v}" for k, v in loc["error_step"].items()))
+        if loc.get("error_position"):
+            lines.append("error position in solution: " + ", ".join(f"{k} {v}" for k, v in loc["error_position"].items()))
+        if loc.get("rollouts_per_located") is not None:
+            lines.append(f"rollouts: {loc.get('rollouts', 0)} to locate ({loc['rollouts_per_located']} per located "
+                         f"error), {stats.get('rectify', {}).get('rollouts', 0)} to rectify")
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""Step-DPO data: splitting real solution texts, rollout localization on deterministic samplers
+whose continuations' correctness is known, rectification, the judge parser, pair-file import."""
+
+import json
+
+import pytest
+
+from mathpo.pairs import formats, judge, steps
+from mathpo.pairs.locate import RolloutLocator, Task
+from mathpo.pairs.split import first_step, prefix, split
+from mathpo.sampling import Completion, SamplingParams
+
+# a GSM8K reference solution (train split), verbatim
+GSM8K = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+         "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+# SmolLM2-135M-Instruct output under the chat-step template (the prompt ends with "Step 1:")
+SMOL = (" Identify the number of eggs Janet has.\nJanet has 16 eggs.\n\n"
+        "Step 2: Calculate the number of eggs she eats for breakfast.\nShe eats 3 eggs, 16 - 3 = 13.\n\n"
+        "Step 3: Multiply by the price.\n13 * $2 = $26.\n\nThe answer is \\boxed{26}.")
+# a MATH-style answer that writes its own markers
+MATHY = ("## Step 1: Expand the square\n$(x+1)^2 = x^2 + 2x + 1$.\n"
+         "## Step 2: Compare coefficients\nSo $b = 2$.\n\nThe final answer is: $\\boxed{2}$")
+
+
+def test_split_real_texts_round_trip():
+    for text in (GSM8K, SMOL, MATHY, "", "one line only", "\n\nStep 1: a\nStep 2: b"):
+        assert "".join(s.text for s in split(text)) == text
+    g = split(GSM8K)
+    assert [s.body for s in g] == ["Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n",
+                                   "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n",
+                                   "#### 72"]
+    s = split(SMOL)
+    assert [st.marker for st in s] == ["", "Step 2:", "Step 3:"]
+    assert s[1].body == " Calculate the number of eggs she eats for breakfast.\nShe eats 3 eggs, 16 - 3 = 13.\n\n"
+    assert s[2].body.endswith("\\boxed{26}.")
+    m = split(MATHY)
+    assert [st.marker for st in m] == ["## Step 1:", "## Step 2:"]
+    assert len(split(SMOL, "lines")) == 7  # blank lines stay with the line before
+    assert prefix(s, 0) == "" and prefix(s, 1) == s[0].text + "Step 2:"
+    assert prefix(g, 2) == g[0].text + g[1].text and prefix(g, 3) == GSM8K
+
+
+def test_first_step_of_a_continuation():
+    assert first_step(" She eats 3.\nStep 3: Then 13.", "markers") == " She eats 3.\n"
+    assert first_step("48/2 = 24\n#### 24", "lines") == "48/2 = 24\n"
+
+
+GOLD = "9"
+WRONG = [" Janet has 16 eggs.\n", "Step 2: She eats 3, 16 - 3 = 13.\n", "Step 3: She bakes 5, 13 - 5 = 8.\n",
+         "Step 4: She sells 8 for $1.\n", "Step 5: The answer is \\boxed{8}."]
+
+
+class KnownSampler:
+    """Continuations are correct unless the prompt contains a poisoned step; with `rates`,
+    a prompt of depth d gets exactly round(rates[d] * n) correct continuations out of n."""
+
+    def __init__(self, poison=(), rates=None):
+        self.poison, self.rates, self.calls, self.prompts = tuple(poison), rates, 0, 0
+
+    def generate(self, prompts_, params, progress=None):
+        self.calls += 1
+        self.prompts += len(prompts_)
+        out = []
+        for p in prompts_:
+            if self.rates is not None:
+                depth = sum(w in p for w in WRONG)
+                good = round(self.rates[depth] * params.n)
+            else:
+                good = 0 if any(w in p for w in self.poison) else params.n
+            out.append([Completion(f" So 16 - 7 = 9.\nStep 9: \\boxed{{{GOLD}}}" if i < good else " \\boxed{8}", 5, "stop")
+                        for i in range(params.n)])
+        return out
+
+
+def task(text_steps=WRONG, p="PROMPT:", correct=1, samples=4):
+    st = split("".join(text_steps))
+    return Task(p, st, GOLD, [" A fresh right answer \\boxed{9}"] * correct, samples, "How many?")
+
+
+PARAMS = SamplingParams(temperature=0.7, max_new_tokens=32)
+
+
+def test_binary_search_finds_error_with_early_stop():
+    sampler = KnownSampler(poison=[WRONG[2]])
+    (res,) = RolloutLocator(sampler, PARAMS, rollouts=8, chunk=4).locate([task()])
+    # prefixes: 2 (solvable: first chunk of 4 succeeds, stop), 3 (unsolvable: all 8 drawn)
+    assert res.error == 3 and res.rollouts == 12
+    assert res.rates[2] == [4, 4] and res.rates[3] == [0, 8]
+    assert res.successes[2] and not res.successes.get(3)
+
+
+@pytest.mark.parametrize("bad", range(5))
+def test_every_error_position_found_binary_and_linear(bad):
+    sampler = KnownSampler(poison=[WRONG[bad]])
+    for search in ("binary", "linear"):
+        (res,) = RolloutLocator(sampler, PARAMS, rollouts=4, chunk=2, search=search).locate([task()])
+        assert res.error == bad + 1, search
+
+
+def test_solutions_searched_together_in_batched_calls():
+    sampler = KnownSampler(poison=[WRONG[1], "POISON-B"])
+    other = [" Step one fine.\n", "Step 2: POISON-B here.\n", "Step 3: more.\n", "Step 4: \\boxed{1}"]
+    tasks = [task(), task(other), task(WRONG[:3])]
+    results = RolloutLocator(sampler, PARAMS, rollouts=4, chunk=4).locate(tasks)
+    assert [r.error for r in results] == [2, 2, 2]
+    assert sampler.calls <= 3  # one generate call per search round, not per solution
+
+
+def test_margin_needs_full_estimates_and_linear_search():
+    # success rates by number of steps kept: the drop 1.0 -> 0.25 after step 2 exceeds the margin
+    sampler = KnownSampler(rates={0: 1.0, 1: 1.0, 2: 0.25, 3: 0.25, 4: 0.0, 5: 0.0})
+    (res,) = RolloutLocator(sampler, PARAMS, rollouts=4, search="linear", margin=0.5).locate([task(correct=4)])
+    assert res.error == 2 and res.rollouts == 8
+    (res,) = RolloutLocator(sampler, PARAMS, rollouts=4, search="linear").locate([task(correct=4)])
+    assert res.error == 4
+    with pytest.raises(ValueError):
+        RolloutLocator(sampler, PARAMS, search="binary", margin=0.5)
+
+
+def test_unsolved_question_spends_nothing():
+    sampler = KnownSampler()
+    (res,) = RolloutLocator(sampler, PARAMS).locate([task(correct=0)])
+    assert res.error is None and res.reason == "question_never_solved" and sampler.calls == 0
+
+
+def test_probe_estimates_unsolved_questions_by_rollouts():
+    sampler = KnownSampler(poison=[WRONG[3]])
+    (res,) = RolloutLocator(sampler, PARAMS, rollouts=4, chunk=4, probe_unsolved=True).locate([task(correct=0)])
+    assert res.error == 4 and res.rates[0] == [4, 4] and res.successes[0]
+    (res,) = RolloutLocator(KnownSampler(poison=["PROMPT"]), PARAMS, rollouts=4, probe_unsolved=True).locate([task(correct=0)])
+    assert res.error is None and res.reason == "question_never_solved" and res.rollouts == 4
+
+
+def graded(template_prompt="<chat>How many?<assistant>Let's think step by step.\nStep 1:"):
+    base = {"id": "q1", "question": "How many?", "gold": GOLD, "prompt": template_prompt, "dataset": "gsm8k"}
+    return [{**base, "sample": 0, "completion": "".join(WRONG), "correct": False},
+            {**base, "sample": 1, "completion": " Janet has 16.\nStep 2: 16 - 7 = 9 \\boxed{9}", "correct": True},
+            {**base, "sample": 2, "completion": "".join(WRONG), "correct": False},  # duplicate
+            {**base, "id": "q2", "question": "Hard?", "sample": 0, "completion": " no \\boxed{1}", "correct": False}]
+
+
+def test_build_step_rows_in_math_step_dpo_schema():
+    sampler = KnownSampler(poison=[WRONG[2]])
+    rows, stats = steps.build(graded(), sampler, None, "chat-step", rollouts=4, chunk=4)
+    assert len(rows) == 1
+    r = rows[0]
+    assert set(r) == {"prompt", "initial_reason_steps", "chosen", "rejected", "full_chosen", "full_rejected",
+                      "answer", "dataset", "id"}
+    assert r["prompt"] == "How many?" and r["answer"] == "9" and r["dataset"] == "gsm8k" and r["id"] == "q1"
+    assert r["initial_reason_steps"] == "Let's think step by step.\nStep 1:" + WRONG[0] + WRONG[1] + "Step 3:"
+    assert r["rejected"] == " She bakes 5, 13 - 5 = 8.\n"
+    assert r["chosen"] == " So 16 - 7 = 9.\n"  # first step of a rollout that reached gold, reused
+    assert r["full_rejected"] == r["rejected"] + "".join(WRONG[3:])
+    assert r["full_chosen"].startswith(r["chosen"]) and "\\boxed{9}" in r["full_chosen"]
+    assert stats["wrong_solutions"] == 2 and stats["locate"]["located"] == 1
+    assert stats["skipped"] == {"question_never_solved": 1}
+    assert stats["locate"]["error_step"] == {"3": 1} and stats["locate"]["error_position"] == {"middle": 1}
+    assert stats["rectify"] == {"rollouts": 0, "sampled_for": 0, "reused": 1, "no_fix_found": 0}
+    assert stats["per_question"] == {"0": 1, "1": 1}
+
+
+def test_build_rectifies_from_questions_samples_and_by_sampling():
+    # error at step 1: the question's own correct sample gives the chosen step
+    rows, stats = steps.build(graded(), KnownSampler(poison=[WRONG[0]]), None, "chat-step", rollouts=4)
+    assert rows[0]["chosen"] == " Janet has 16.\n" and rows[0]["initial_reason_steps"] == "Let's think step by step.\nStep 1:"
+    # judge-located errors have no rollouts to reuse: rectification samples rectify_n
+    fake = judge.JudgeLocator("http://x", "m", post=lambda p: {"choices": [{"message": {"content": "Step 1: correct\nStep 2: correct\nStep 3: incorrect"}}]})
+    rows, stats = steps.build(graded(), KnownSampler(), None, "chat-step", locator="judge", judge=fake, rectify_n=3)
+    assert rows[0]["rejected"] == " She bakes 5, 13 - 5 = 8.\n" and stats["rectify"]["rollouts"] == 3
+    # the judge needs no solved samples, so q2 is judged too (its one step is not in the verdicts)
+    assert stats["locate"]["judge_calls"] == 2 and stats["skipped"] == {"judge_found_no_error": 1}
+
+
+@pytest.mark.parametrize("reply,verdicts", [
+    ("Step 1: correct\nStep 2: Incorrect - 16 - 3 is 13 not 12\nStep 3: neutral", {1: "correct", 2: "incorrect", 3: "neutral"}),
+    ("**Step 1** - Correct.\n**Step 2** - This step is wrong.", {1: "correct", 2: "incorrect"}),
+    ("1. correct\n2. correct\n3) not correct", {1: "correct", 2: "correct", 3: "incorrect"}),
+    ('Here you go: {"1": "correct", "2": "incorrect"}', {1: "correct", 2: "incorrect"}),
+    ('```json\n[{"step": 1, "verdict": "correct"}, {"step": 2, "verdict": "neutral"}]\n```', {1: "correct", 2: "neutral"}),
+    ("Everything checks out until the first incorrect step is step 3.", {1: "correct", 2: "correct", 3: "incorrect"}),
+    ("I cannot judge this.", {}),
+])
+def test_judge_reply_parser(reply, verdicts):
+    assert judge.parse_verdicts(reply) == verdicts
+
+
+def test_first_error_counts_neutral_as_the_paper_did():
+    v = {1: "correct", 2: "neutral", 3: "incorrect"}
+    assert judge.first_error(v, 3) == 2 and judge.first_error(v, 3, neutral_is_error=False) == 3
+    assert judge.first_error({1: "correct"}, 2) is None
+
+
+def test_judge_over_http(tmp_path):
+    """The real urllib path against a local OpenAI-compatible stub (no network)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), body))
+            out = json.dumps({"choices": [{"message": {"content": "Step 1: correct\nStep 2: wrong"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        loc = judge.JudgeLocator(f"http://127.0.0.1:{server.server_port}/v1", "judge-1", api_key="k")
+        (res,) = loc.locate([task()])
+    finally:
+        server.shutdown()
+    assert res.error == 2
+    path, auth, body = seen[0]
+    assert path == "/v1/chat/completions" and auth == "Bearer k" and body["model"] == "judge-1"
+    assert "Step 3: She bakes 5, 13 - 5 = 8." in body["messages"][0]["content"]
+
+
+STEP_ROW = {"dataset": "MATH_Rephrased", "prompt": "What is 2+2?",
+            "initial_reason_steps": "Let's think step by step.\nStep 1: We add.\nStep 2:",
+            "chosen": " 2+2=4.\n", "rejected": " 2+2=5.\n", "full_chosen": " 2+2=4.\nThe answer is 4.",
+            "full_rejected": " 2+2=5.\nThe answer is 5.", "answer": "4"}
+
+
+def test_import_math_step_dpo_and_dpo_st_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([STEP_ROW, STEP_ROW]), tmp_path / "train-0.parquet")
+    kind, rows = formats.load_pairs(tmp_path / "train-0.parquet")
+    assert kind == "step" and rows[0] == {**STEP_ROW, "id": "1"} and rows[1]["id"] == "2"
+    dpo_st = [{"prompt": "Q: 1+1?\nA:", "chosen": " 2", "rejected": " 3"}]
+    (tmp_path / "dpo.json").write_text(json.dumps(dpo_st))
+    assert formats.load_pairs(tmp_path / "dpo.json") == ("dpo", [{**dpo_st[0], "id": "1"}])
+    (tmp_path / "cols.json").write_text(json.dumps({"prompt": ["p"], "completion": ["c"]}))
+    assert formats.load_pairs(tmp_path / "cols.json")[0] == "rft"
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "p", "chosen": "c"}) + "\n")
+    with pytest.raises(formats.UserError, match="not pairs"):
+        formats.load_pairs(tmp_path / "bad.jsonl")
+
+
+def test_step_prompt_is_what_rollouts_continued(tokenizer):
+    from mathpo import prompts
+
+    text = formats.step_prompt(tokenizer, STEP_ROW, "chat-step")
+    assert text == prompts.render(tokenizer, "What is 2+2?", "chat-step", prefix=" We add.\nStep 2:")
