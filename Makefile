@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MATHPO := $(VENV)/bin/mathpo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean chromium
 
 setup: $(VENV)/.installed
 
@@ -18,10 +18,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(MATHPO) eval --model smollm2-135m-instruct --dataset gsm8k --split test --limit 32 --out runs/demo-eval
+	$(MATHPO) loop configs/demo.yaml
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q
+
+# The web demo's browser test drives Debian's Chromium through Playwright (never a browser download).
+chromium:
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
+		echo "warning: could not install Debian's chromium (needs root); the browser test will be skipped"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

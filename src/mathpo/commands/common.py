@@ -53,7 +53,8 @@ def sampling_options(opts: Options, n: int = 1, temperature: float = 0.0) -> Non
     opts.add("--calculator", action="store_true", default=False,
              help="force the results of <<expr=...>> annotations (safe arithmetic, never eval)")
     opts.add("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend")
-    opts.add("--batch-size", type=int, default=32, help="sequences generated together (hf backend)")
+    opts.add("--batch-size", type=int, default=None,
+             help="rows generated together (hf backend; default 64 on CPU, 256 on CUDA, capped by KV memory)")
 
 
 def load_records(cfg: dict) -> list[dict]:

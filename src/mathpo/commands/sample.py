@@ -1,11 +1,12 @@
-"""`mathpo sample`: n completions per question into one JSONL row each (resumable)."""
+"""`mathpo sample`: n completions per question into one JSONL row each (resumable; data-parallel
+under `torchrun` / `accelerate launch`, see `mathpo.sampling.shard`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .. import models, prompts
-from ..sampling import get_backend
+from ..sampling import get_backend, shard
 from ..sampling.run import sample_records
 from . import common
 
@@ -15,6 +16,10 @@ def register(sub) -> None:
     common.model_options(opts)
     common.dataset_options(opts)
     common.sampling_options(opts, n=4, temperature=0.7)
+    opts.add("--sample-dtype", default="auto",
+             help="hf backend: dtype to sample in (auto: bf16 on CPUs with native bf16, else the model's)")
+    opts.add("--kv-gb", type=float, default=None,
+             help="hf backend: memory for the KV cache in GiB (default 1.5 on CPU, 60%% of free GPU memory)")
     opts.add("--out", default=None, help="run folder; rows go to OUT/samples.jsonl (default runs/sample/DATASET-MODEL)")
 
 
@@ -25,16 +30,32 @@ def run(args) -> int:
     prompts.get(cfg["template"])
     fewshot = common.fewshot_records(cfg)
     common.check_model(cfg)
+    where = shard.launch()
     out = Path(cfg["out"] or f"runs/sample/{common.slug(cfg['dataset'])}-{cfg['split']}-{common.slug(cfg['model'])}")
-    loaded = models.load(cfg["model"], cfg["dtype"], cfg["device"], cfg["cache_dir"])
+    loaded = models.load(cfg["model"], cfg["dtype"], shard.device_for(cfg["device"], where), cfg["cache_dir"],
+                         quiet=where.rank > 0)
+    options = {"batch_size": cfg["batch_size"]}
+    if cfg["backend"] == "hf":
+        options.update(sample_dtype=cfg["sample_dtype"], kv_gb=cfg["kv_gb"])
     backend = get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(cfg["template"]),
-                          batch_size=cfg["batch_size"])
+                          **options)
     out.mkdir(parents=True, exist_ok=True)
-    common.save_config(out, cfg)
-    stats = sample_records(records, backend, loaded.tokenizer, params, out / "samples.jsonl", cfg["model"],
-                           cfg["template"], fewshot=fewshot)
-    print(f"{'questions':<12}{'skipped':>8}{'rows':>8}{'tokens':>10}{'tok/s':>9}{'seconds':>9}")
-    print(f"{len(records):<12}{stats['questions_skipped']:>8}{stats['rows_written']:>8}{stats['tokens']:>10}"
+    if where.rank == 0:
+        common.save_config(out, cfg)
+    target = shard.shard_path(out, where) if where.distributed else out / "samples.jsonl"
+    mine = shard.shard(records, where)
+    stats = sample_records(mine, backend, loaded.tokenizer, params, target, cfg["model"], cfg["template"],
+                           fewshot=fewshot)
+    label = f"rank {where.rank}/{where.world}" if where.distributed else "questions"
+    print(f"{label:<12}{'skipped':>8}{'rows':>8}{'tokens':>10}{'tok/s':>9}{'seconds':>9}")
+    print(f"{len(mine):<12}{stats['questions_skipped']:>8}{stats['rows_written']:>8}{stats['tokens']:>10}"
           f"{stats['tokens_per_s'] or 0:>9}{stats['seconds']:>9}")
-    print(f"wrote {out}/samples.jsonl")
+    if where.distributed:
+        shard.barrier()  # every shard complete before rank 0 reads them
+        if where.rank == 0:
+            rows = shard.merge(out, where.world, records, out / "samples.jsonl")
+            print(f"merged {where.world} shards: {rows} rows")
+        shard.finish()
+    if where.rank == 0:
+        print(f"wrote {out}/samples.jsonl")
     return 0

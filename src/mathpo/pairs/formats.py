@@ -77,10 +77,17 @@ def load_pairs(path: str | Path, kind: str | None = None) -> tuple[str, list[dic
 
 
 def step_prompt(tokenizer, row: dict, template: str | prompts.Template) -> str:
-    """The exact text a step row's chosen/rejected continue: the question rendered with
-    `template`, whose answer_start is replaced by the row's `initial_reason_steps` (which
-    starts with it; Math-Step-DPO-10K's rows start with "Let's think step by step.")."""
+    """The exact text a step row's chosen/rejected continue: the question (`prompt`) rendered with
+    `template`, whose answer_start is replaced by the row's `initial_reason_steps`. mathpo's rows
+    start with the answer_start; rows from elsewhere (Math-Step-DPO-10K: "Let's think step by
+    step.\nStep 1: ...") may lack its leading space or its opener, which are put back. Used by
+    `mathpo pairs --kind step` (rollouts) and `mathpo train` (Step-DPO prompts) alike."""
     t = prompts.get(template) if isinstance(template, str) else template
     base = prompts.render(tokenizer, row["prompt"], t)
-    head = base[:len(base) - len(t.answer_start)] if t.answer_start else base
-    return head + row["initial_reason_steps"]
+    start, steps = t.answer_start, row["initial_reason_steps"] or ""
+    head = base[:len(base) - len(start)] if start else base
+    if start and not steps.startswith(start):
+        core = start.lstrip()
+        lead = start[:len(start) - len(core)]
+        steps = (lead + steps) if (not core or steps.startswith(core)) else (start + steps)
+    return head + steps

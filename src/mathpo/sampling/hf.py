@@ -1,53 +1,152 @@
-"""The transformers backend for `mathpo sample` / `eval`: batched `generate` over length-sorted
-prompts (first version; the sampling issue makes it continuous-batched and adds the calculator).
+"""The transformers backend for `mathpo sample` / `eval` and the pairs stage's prefix sampling.
+
+Continuous batching (`engine.py`): prompts sorted by length, each prefilled once (several packed
+into one forward) for all its n samples, finished rows replaced at once, slots sized to a memory
+budget, the calculator and stop strings per row. Small calls (the pairs stage's prefix rollouts)
+cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV buffer. On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a
+bf16 copy (`sample_dtype="auto"`); logits are sampled in fp32. Models whose attention does not go
+through transformers' AttentionInterface fall back to batched `model.generate` (same rows, slower).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import copy
+import logging
+from typing import Callable, Iterator
 
 import torch
 
+from ..errors import UserError
 from . import Completion, SamplingParams, truncate_at_stop
+from .calculator import CalculatorLogitsProcessor
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix multiply on this CPU (Linux flags); elsewhere assume not."""
+    try:
+        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def _dtype(name: str, model) -> torch.dtype:
+    if name == "auto":
+        if model.device.type == "cpu" and model.dtype == torch.float32 and cpu_has_bf16():
+            return torch.bfloat16
+        return model.dtype
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
+             "fp16": torch.float16, "float16": torch.float16}
+    if name not in names:
+        raise UserError(f"unknown sample dtype '{name}' (auto, bf16, fp32, fp16)")
+    return names[name]
+
+
+def _default_kv_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.6)
+    return int(1.5 * GiB)  # the CPU machines here are shared; raise it with kv_gb=...
 
 
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model, tokenizer, add_special_tokens: bool = False, batch_size: int = 32):
-        self.model, self.tok = model, tokenizer
+    def __init__(self, model, tokenizer, add_special_tokens: bool = False, batch_size: int | None = None,
+                 sample_dtype: str = "auto", kv_gb: float | None = None, engine: str = "auto"):
+        """batch_size: rows generated together at most (default 64 on CPU, 256 on CUDA; memory may cap it
+        lower). engine: "auto" (continuous batching where the model allows), "continuous", "generate"."""
+        self.tok = tokenizer
         self.add_special_tokens = add_special_tokens
-        self.batch_size = batch_size
         self.tok.padding_side = "left"
+        dtype = _dtype(sample_dtype, model)
+        # A bf16 copy for sampling leaves the caller's fp32 model untouched (training may share it).
+        self.model = model if dtype == model.dtype else copy.deepcopy(model).to(dtype)
+        self.model.eval()
+        device = self.model.device
+        self.batch_size = batch_size or (256 if device.type == "cuda" else 64)
+        kv_bytes = int(kv_gb * GiB) if kv_gb else _default_kv_bytes(device)
+        self.engine = None
+        if engine != "generate":
+            self.engine = self._make_engine(kv_bytes, required=engine == "continuous")
 
-    @torch.inference_mode()
+    def _make_engine(self, kv_bytes: int, required: bool):
+        from .engine import Engine
+        from .slots import NAME
+
+        previous = getattr(self.model.config, "_attn_implementation", None)
+        try:  # models off the AttentionInterface refuse (or ignore) a custom attention
+            self.model.set_attn_implementation(NAME)
+            ok = self.model.config._attn_implementation == NAME
+            self.model.set_attn_implementation(previous)
+        except (ValueError, AttributeError, TypeError) as e:
+            log.info("continuous batching unavailable: %s", e)
+            ok = False
+        if not ok:
+            if required:
+                raise RuntimeError(f"{type(self.model).__name__} does not support continuous batching")
+            return None
+        return Engine(self.model, self.tok, self.batch_size, kv_bytes)
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        return [self.tok(p, add_special_tokens=self.add_special_tokens).input_ids for p in prompts]
+
     def generate(self, prompts: list[str], params: SamplingParams,
                  progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
-        enc = [self.tok(p, add_special_tokens=self.add_special_tokens).input_ids for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(enc[i]))
         out: list[list[Completion]] = [[] for _ in prompts]
+        for i, completions in self.generate_stream(prompts, params):
+            out[i] = completions
+            if progress:
+                progress(1)
+        return out
+
+    def generate_stream(self, prompts: list[str], params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:
+        """Yield (prompt index, its n completions) as prompts finish, in no fixed order."""
+        if not prompts:
+            return
+        enc = self.encode(prompts)
+        if not all(enc):
+            raise UserError("an empty prompt has nothing to continue from")
+        if self.engine is not None:
+            from .slots import Unsupported
+
+            try:
+                yield from self.engine.stream(enc, prompts, params)
+                return
+            except Unsupported as e:  # raised at the first forward, before anything was yielded
+                log.warning("continuous batching unsupported for this model (%s); using generate", e)
+                self.engine = None
+        yield from self._generate(enc, params)
+
+    def _generate(self, enc: list[list[int]], params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:
+        """Fallback: batched `model.generate` over length-sorted prompts (left padding)."""
+        order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
         per_batch = max(1, self.batch_size // params.n)
         torch.manual_seed(params.seed)
+        sample = params.temperature > 0
+        extra = {"logits_processor": [CalculatorLogitsProcessor(self.tok)]} if params.calculator else {}
+        eos = self.tok.eos_token_id
+        copies = params.n if sample else 1  # greedy samples are all alike: generate one, repeat it
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
             batch = self.tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
             batch = {k: v.to(self.model.device) for k, v in batch.items()}
-            sample = params.temperature > 0
-            seqs = self.model.generate(
-                **batch, max_new_tokens=params.max_new_tokens, do_sample=sample,
-                temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-                top_k=None, num_return_sequences=params.n, pad_token_id=self.tok.pad_token_id,
-                stop_strings=list(params.stop) or None, tokenizer=self.tok if params.stop else None,
-            )
-            new = seqs[:, batch["input_ids"].shape[1]:]
-            for j, row in enumerate(new):
-                ids = row.tolist()
-                eos = self.tok.eos_token_id
-                n_tok = ids.index(eos) + 1 if eos in ids else len([t for t in ids if t != self.tok.pad_token_id])
-                text = self.tok.decode(ids[:n_tok], skip_special_tokens=True)
-                text, stopped = truncate_at_stop(text, params.stop)
-                finish = "stop" if stopped or eos in ids else "length"
-                out[idx[j // params.n]].append(Completion(text, n_tok, finish))
-            if progress:
-                progress(len(idx))
-        return out
+            with torch.inference_mode():
+                seqs = self.model.generate(
+                    **batch, max_new_tokens=params.max_new_tokens, do_sample=sample,
+                    temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
+                    top_k=None, num_return_sequences=copies, pad_token_id=self.tok.pad_token_id,
+                    stop_strings=list(params.stop) or None, tokenizer=self.tok if params.stop else None, **extra)
+            rows = seqs[:, batch["input_ids"].shape[1]:].tolist()
+            for j, i in enumerate(idx):
+                completions = []
+                for row in rows[j * copies:(j + 1) * copies] * (params.n // copies):
+                    n_tok = row.index(eos) + 1 if eos in row else len([t for t in row if t != self.tok.pad_token_id])
+                    text, stopped = truncate_at_stop(self.tok.decode(row[:n_tok], skip_special_tokens=True),
+                                                     params.stop)
+                    completions.append(Completion(text, n_tok, "stop" if stopped or eos in row else "length"))
+                yield i, completions

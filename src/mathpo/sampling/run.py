@@ -3,9 +3,11 @@
 `mathpo sample --model M --dataset D --out DIR` calls `sample_records`. Rows:
 `id, sample, question, gold, prompt, completion, tokens, finish` plus the generation settings
 (`model, template, n, temperature, top_p, max_new_tokens, seed, calculator`) and `solution` when
-the record has one. Questions are written a chunk at a time, all n samples of a question in the
-same append, so a killed run re-run with the same command skips finished questions and loses or
-duplicates nothing.
+the record has one. All n samples of a question go into the same append, so a killed run re-run
+with the same command skips finished questions and loses or duplicates nothing. Backends that
+stream (`generate_stream`: the hf backend) get all questions at once and rows are appended as
+questions finish (every `flush_seconds`); once every question is done the file is rewritten
+(atomically) in question order. Other backends get `chunk` questions per call.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from .. import prompts
 from ..errors import UserError
 from ..progress import bar
-from ..records import JsonlAppender
+from ..records import JsonlAppender, read_jsonl, write_jsonl
 from . import Backend, SamplingParams
 
 SETTINGS = ("model", "template", "n", "temperature", "top_p", "max_new_tokens", "seed", "calculator")
@@ -29,7 +31,8 @@ def _settings(model: str, template: str, params: SamplingParams) -> dict:
 
 def sample_records(records: list[dict], backend: Backend, tokenizer, params: SamplingParams,
                    out_path: str | Path, model_name: str, template: str = prompts.DEFAULT,
-                   fewshot: list[dict] = (), chunk: int = 64, prefix_field: str | None = None) -> dict:
+                   fewshot: list[dict] = (), chunk: int = 64, prefix_field: str | None = None,
+                   flush_seconds: float = 5.0) -> dict:
     """Sample `params.n` completions per record into out_path (appending, resumable).
 
     `prefix_field`: a record field holding a partial answer to continue (prefix sampling).
@@ -49,28 +52,58 @@ def sample_records(records: list[dict], backend: Backend, tokenizer, params: Sam
     stop = tuple(params.stop) or prompts.get(template).stop
     params = SamplingParams(**{**params.as_dict(), "stop": stop})
     t0, tokens, written = time.time(), 0, 0
+
+    def rows_for(rec: dict, prompt: str, comps) -> list[dict]:
+        nonlocal tokens
+        rows = []
+        for k, c in enumerate(comps):
+            row = {"id": rec["id"], "sample": k, "question": rec["question"], "gold": rec["gold"],
+                   "prompt": prompt, "completion": c.text, "tokens": c.tokens, "finish": c.finish, **settings}
+            if rec.get("solution") is not None:
+                row["solution"] = rec["solution"]
+            if prefix_field:
+                row["prefix"] = rec.get(prefix_field, "")
+            rows.append(row)
+            tokens += c.tokens
+        return rows
+
+    def render(rec: dict) -> str:
+        return prompts.render(tokenizer, rec["question"], template,
+                              prefix=rec.get(prefix_field, "") if prefix_field else "", fewshot=fewshot)
+
+    stream = getattr(backend, "generate_stream", None)
     with bar(len(todo), "sampling", "q") as pbar:
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            texts = [prompts.render(tokenizer, r["question"], template,
-                                    prefix=r.get(prefix_field, "") if prefix_field else "", fewshot=fewshot)
-                     for r in part]
-            results = backend.generate(texts, params, progress=pbar.update)
-            rows = []
-            for rec, prompt, comps in zip(part, texts, results):
-                for k, c in enumerate(comps):
-                    row = {"id": rec["id"], "sample": k, "question": rec["question"], "gold": rec["gold"],
-                           "prompt": prompt, "completion": c.text, "tokens": c.tokens, "finish": c.finish,
-                           **settings}
-                    if rec.get("solution") is not None:
-                        row["solution"] = rec["solution"]
-                    if prefix_field:
-                        row["prefix"] = rec.get(prefix_field, "")
-                    rows.append(row)
-                    tokens += c.tokens
-            out.append(rows)
-            written += len(rows)
+        if stream is not None and todo:
+            texts = [render(r) for r in todo]
+            pending, last = [], time.time()
+            for i, comps in stream(texts, params):
+                pending += rows_for(todo[i], texts[i], comps)
+                pbar.update(1)
+                if time.time() - last >= flush_seconds:
+                    out.append(pending)
+                    written, pending, last = written + len(pending), [], time.time()
+            out.append(pending)
+            written += len(pending)
+        else:
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                texts = [render(r) for r in part]
+                results = backend.generate(texts, params, progress=pbar.update)
+                rows = [row for rec, prompt, comps in zip(part, texts, results) for row in rows_for(rec, prompt, comps)]
+                out.append(rows)
+                written += len(rows)
+    if written:
+        _sort_by_question(Path(out_path), records)
     secs = time.time() - t0
     return {"rows_written": written, "questions_skipped": len(records) - len(todo), "tokens": tokens,
             "seconds": round(secs, 2), "tokens_per_s": round(tokens / secs, 1) if secs > 0 else None,
             "output": str(out_path)}
+
+
+def _sort_by_question(path: Path, records: list[dict]) -> None:
+    """Rewrite the finished file in question order (rows of other questions keep their place at the end)."""
+    rows = read_jsonl(path)
+    rank = {r["id"]: i for i, r in enumerate(records)}
+    order = sorted(range(len(rows)), key=lambda j: (rank.get(rows[j]["id"], len(rank)), j))
+    if order != list(range(len(rows))):
+        write_jsonl(path, [rows[j] for j in order])

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import prompts
 from ..errors import UserError
+from ..pairs.formats import step_prompt
 
 STEP_FIELD = "initial_reason_steps"
 
@@ -57,16 +58,6 @@ def _text(row: dict, key: str, where: str) -> str:
     return value
 
 
-def step_prompt(tokenizer, question: str, steps: str, template: str) -> str:
-    """Question template plus the correct steps so far; a step prefix the template already opens
-    with ("Let's think step by step.\\nStep 1:" in chat-step) is not repeated."""
-    t = prompts.get(template)
-    start = t.answer_start.lstrip()
-    if start and steps.startswith(start):
-        steps = steps[len(start):]
-    return prompts.render(tokenizer, question, t, prefix=steps)
-
-
 def preference_rows(rows: list[dict], tokenizer, template: str) -> list[dict]:
     out = []
     for i, row in enumerate(rows):
@@ -74,7 +65,7 @@ def preference_rows(rows: list[dict], tokenizer, template: str) -> list[dict]:
         chosen, rejected = _text(row, "chosen", where), _text(row, "rejected", where)
         if STEP_FIELD in row:
             question = row.get("question") if row.get("question") is not None else _text(row, "prompt", where)
-            prompt = step_prompt(tokenizer, question, row[STEP_FIELD] or "", template)
+            prompt = step_prompt(tokenizer, {"prompt": question, STEP_FIELD: row[STEP_FIELD]}, template)
         elif row.get("prompt") is not None:
             prompt = _text(row, "prompt", where)
         elif row.get("question") is not None:

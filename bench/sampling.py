@@ -1,0 +1,142 @@
+"""Sampling speed: plain `model.generate` at batch 32 vs mathpo's hf backend, with and without the
+calculator, side by side in one run on the same GSM8K test questions, model and settings.
+
+    python bench/sampling.py                       # 64 questions x 4 samples, 256 new tokens, CPU (+ CUDA)
+    python bench/sampling.py --n 1 --max-new-tokens 128     # the issue's plain-generate setting
+    python bench/sampling.py --questions 8 --max-new-tokens 64 --runs plain,mathpo   # a quick look
+    python bench/sampling.py --fewshot 2           # worked GSM8K examples: the model writes <<a*b=c>>
+
+Runs: `plain` (transformers `generate`, the model as loaded: fp32 on CPU, bf16 on CUDA; batches of 32
+in dataset order, left padding), `mathpo` (`HFBackend` with its defaults: continuous batching, bf16
+on CPUs with native bf16), `mathpo-calc` (the same with `--calculator`), `mathpo-fp32` (mathpo in the
+plain run's dtype, to separate scheduling from bf16). Settings for all: n=1, temperature 0.7, top-p 1,
+seed 0, template chat-boxed. Tokens are generated tokens up to EOS; tokens/s is wall-clock, and
+tokens per CPU-second is printed too (on a shared machine it varies less). Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+import torch
+
+from mathpo import data, models, prompts
+from mathpo.sampling import SamplingParams
+from mathpo.sampling.hf import HFBackend
+
+RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32")
+ANNOTATION = re.compile(r"<<[^<>]*=[^<>]*>>")
+
+
+def plain_generate(model, tok, texts, params, batch=32) -> list[tuple[str, int]]:
+    tok.padding_side = "left"
+    torch.manual_seed(params.seed)
+    eos, out, per_call = tok.eos_token_id, [], max(1, batch // params.n)
+    for start in range(0, len(texts), per_call):
+        enc = tok(texts[start:start + per_call], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            seqs = model.generate(**enc, max_new_tokens=params.max_new_tokens, do_sample=True,
+                                  temperature=params.temperature, top_p=params.top_p, top_k=None,
+                                  num_return_sequences=params.n, pad_token_id=tok.pad_token_id)
+        for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
+            n = row.index(eos) + 1 if eos in row else len(row)
+            out.append((tok.decode(row[:n], skip_special_tokens=True), n))
+    return out
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def bench_device(device: str, texts: list[str], params: SamplingParams, runs: list[str], model_name: str,
+                 batch_size: int | None = None) -> dict:
+    loaded = models.load(model_name, device=device)
+    model, tok = loaded.model, loaded.tokenizer
+    figures = {"device": device, "model_dtype": str(model.dtype).replace("torch.", "")}
+    backends = {}
+    for run in runs:
+        if run == "plain":
+            plain_generate(model, tok, texts[:2], SamplingParams(temperature=0.7, max_new_tokens=4))  # warm-up
+            rows, wall, cpu = timed(lambda: plain_generate(model, tok, texts, params))
+        else:
+            dtype = "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 else "auto"
+            if dtype not in backends:
+                backends[dtype] = HFBackend(model, tok, sample_dtype=dtype, batch_size=batch_size)
+            b = backends[dtype]
+            p = SamplingParams(**{**params.as_dict(), "stop": (), "calculator": run == "mathpo-calc"})
+            b.generate(texts[:2], SamplingParams(max_new_tokens=4))  # warm-up
+            results, wall, cpu = timed(lambda: b.generate(texts, p))
+            rows = [(c.text, c.tokens) for comps in results for c in comps]
+            figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
+            figures.setdefault("mathpo_batch", b.batch_size)
+        tokens = sum(n for _, n in rows)
+        figures[run] = {"tokens": tokens, "seconds": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
+                        "tokens_per_cpu_s": round(tokens / cpu, 1) if cpu > 0 else None,
+                        "annotations": sum(len(ANNOTATION.findall(t)) for t, _ in rows)}
+        print(f"[{device}] {run:<12} {tokens:>7} tokens {wall:>8.1f} s {tokens / wall:>8.1f} tok/s "
+              f"{figures[run]['tokens_per_cpu_s']:>8} tok/cpu-s  annotations {figures[run]['annotations']}",
+              flush=True)
+    for run in ("mathpo", "mathpo-calc", "mathpo-fp32"):
+        if run in figures and "plain" in figures:
+            figures[f"{run}_vs_plain"] = round(figures[run]["tokens_per_s"] / figures["plain"]["tokens_per_s"], 2)
+            figures[f"{run}_vs_plain_cpu"] = round(
+                figures[run]["tokens_per_cpu_s"] / figures["plain"]["tokens_per_cpu_s"], 2)
+    if "mathpo" in figures and "mathpo-calc" in figures:
+        figures["calculator_overhead"] = round(
+            1 - figures["mathpo-calc"]["tokens_per_s"] / figures["mathpo"]["tokens_per_s"], 3)
+    del backends, model, loaded
+    return figures
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--questions", type=int, default=64)
+    ap.add_argument("--n", type=int, default=4, help="samples per question")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--fewshot", type=int, default=0, help="worked GSM8K train solutions (with annotations)")
+    ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {', '.join(RUNS)}")
+    ap.add_argument("--devices", default="auto", help="auto (cpu, and cuda when present), cpu, cuda")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--batch-size", type=int, default=None, help="mathpo's rows together (default: its own)")
+    ap.add_argument("--data-dir", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    runs = [r for r in args.runs.split(",") if r]
+    if any(r not in RUNS for r in runs):
+        ap.error(f"--runs: choose from {', '.join(RUNS)}")
+    devices = args.devices.split(",") if args.devices != "auto" else (
+        ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    tok = models.load_tokenizer(args.model)
+    records = data.load("gsm8k", "test", args.questions, args.data_dir)
+    shots = data.load("gsm8k", "train", args.fewshot, args.data_dir) if args.fewshot else []
+    texts = [prompts.render(tok, r["question"], fewshot=shots) for r in records]
+    params = SamplingParams(n=args.n, temperature=0.7, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0)
+    result = {"bench": "sampling", "model": args.model, "questions": len(texts), "n": args.n, "fewshot": args.fewshot,
+              "max_new_tokens": args.max_new_tokens, "temperature": 0.7, "top_p": 1.0, "threads": args.threads,
+              "plain_batch": 32, "cpu_count": os.cpu_count(),
+              "prompt_tokens_mean": round(sum(len(tok(t).input_ids) for t in texts) / len(texts), 1)}
+    for device in devices:
+        result[device] = bench_device(device, texts, params, runs, args.model, args.batch_size)
+    for device in devices:
+        f = result[device]
+        print(f"[{device}] mathpo vs plain: {f.get('mathpo_vs_plain')}x wall, {f.get('mathpo_vs_plain_cpu')}x "
+              f"per CPU-second; calculator overhead: {f.get('calculator_overhead')}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

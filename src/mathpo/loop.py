@@ -1,0 +1,361 @@
+"""The self-training loop (`mathpo loop CONFIG.yaml [key=value ...]`): DPO-ST and Step-DPO as a
+straight line of stage calls, resumable by stage.
+
+Recipes (`recipe:` one name or a list, run in that order inside every iteration):
+- `dpo-st`: sample n per training question from the current model, grade, DPO pairs (pooled with
+  earlier iterations), DPO (reference = the current model), sample from the DPO model, RFT set
+  (pooled), SFT (from the base model as DPO-ST does, or continuing; `sft.restart`), evaluate.
+- `step-dpo`: sample solutions, grade, step pairs (rollout localization + rectification),
+  Step-DPO training, evaluate.
+An optional warm-up SFT on labelled data runs first (iter_0). Every stage writes into
+`OUT/NAME/iter_K/STAGE/` and ends by writing `DONE.json` (its stats and seconds) atomically; a
+re-run skips stages with a DONE.json and redoes the others from their own resumable state
+(sampling appends, training checkpoints), so a killed loop re-run with the same command resumes.
+
+Curriculum (`curriculum.enabled`): the pass rate of the current model on each training question
+(from this iteration's samples) orders the pair/RFT rows easy to hard (trained in that order) and
+optionally keeps only questions with `min_pass <= pass rate <= max_pass`.
+"""
+
+from __future__ import annotations
+
+import gc
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from . import data, grading, models, prompts
+from .data import synth
+from .errors import UserError
+from .evaluation import evaluate
+from .grading.metrics import summarize
+from .records import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from .sampling import SamplingParams, get_backend
+from .sampling.run import sample_records
+
+DONE = "DONE.json"
+
+
+class Run:
+    """The run folder and its stages: `stage(rel, fn)` runs fn(dir) once, then records DONE.json."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.root = Path(cfg["out"]) / cfg["name"]
+        self.ran: list[str] = []  # stages run (not skipped) by this process
+
+    def stage(self, rel: str, fn) -> dict:
+        d = self.root / rel
+        if (d / DONE).is_file():
+            stats = read_json(d / DONE)
+            print(f"[{rel}] done before ({stats.get('seconds', 0):.0f} s); skipped")
+            return stats
+        d.mkdir(parents=True, exist_ok=True)
+        print(f"[{rel}] running")
+        t0 = time.time()
+        stats = {"stage": rel, **(fn(d) or {})}
+        stats["seconds"] = round(time.time() - t0, 1)
+        write_json(d / DONE, stats)
+        self.ran.append(rel)
+        print(f"[{rel}] finished in {stats['seconds']:.0f} s")
+        return stats
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+def load_spec(spec: dict, root: str | None) -> list[dict]:
+    """A data spec: `{synth: {n, steps, seed, split}}` or `{dataset, split, limit}` (see data.load)."""
+    if "synth" in spec:
+        s = spec["synth"]
+        return synth.generate(s.get("n", 200), synth.parse_steps(s.get("steps", "1-4")), s.get("seed", 0),
+                              s.get("split", "train"))
+    if not spec.get("dataset"):
+        raise UserError(f"data spec {spec} needs 'dataset' or 'synth'")
+    return data.load(spec["dataset"], spec.get("split", "test"), spec.get("limit"), root or spec.get("data_dir"))
+
+
+def make_data(cfg: dict, d: Path) -> dict:
+    train = load_spec(cfg["train_data"], cfg["data_dir"])
+    write_jsonl(d / "train.jsonl", train)
+    stats = {"train": len(train), "test_sets": {}}
+    for name, spec in cfg["test_sets"].items():
+        try:
+            rows = load_spec(spec, cfg["data_dir"])
+        except UserError as e:
+            if not spec.get("optional"):
+                raise
+            print(f"  test set {name} skipped: {e}")
+            continue
+        write_jsonl(d / "test" / f"{name}.jsonl", rows)
+        stats["test_sets"][name] = len(rows)
+    return stats
+
+
+# ---- model-using stages -----------------------------------------------------------------------
+
+def _backend(cfg: dict, model: str, template: str):
+    loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"], quiet=True)
+    return loaded, get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(template),
+                               batch_size=cfg["batch_size"])
+
+
+def _params(cfg: dict, section: dict, seed: int) -> SamplingParams:
+    return SamplingParams(n=section["n"], temperature=section["temperature"], top_p=section.get("top_p", 1.0),
+                          max_new_tokens=section["max_new_tokens"], seed=seed,
+                          calculator=bool(section.get("calculator", cfg["calculator"])))
+
+
+def sample_stage(cfg: dict, model: str, records: list[dict], section: dict, template: str, seed: int,
+                 d: Path) -> dict:
+    """Sample and grade: samples.jsonl (resumable) then graded.jsonl."""
+    loaded, backend = _backend(cfg, model, template)
+    stats = sample_records(records, backend, loaded.tokenizer, _params(cfg, section, seed), d / "samples.jsonl",
+                           model, template, chunk=cfg["chunk"])
+    del loaded, backend  # free the model before the next stage loads one
+    gc.collect()
+    ids = {r["id"] for r in records}
+    graded = grading.grade_rows([r for r in read_jsonl(d / "samples.jsonl") if r["id"] in ids], cfg["workers"])
+    write_jsonl(d / "graded.jsonl", graded)
+    m = summarize(graded, [section["n"]] if section["n"] > 1 else [])
+    return {"questions": len(records), "samples": len(graded), "accuracy": m.get("accuracy"),
+            "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"], "sample_seconds": stats["seconds"]}
+
+
+def eval_stage(cfg: dict, model: str, d: Path) -> dict:
+    """Evaluate `model` on every test set; prints one line per set."""
+    ev = cfg["eval"]
+    loaded, backend = _backend(cfg, model, cfg["template"])
+    params = _params(cfg, ev, cfg["seed"])
+    out = {}
+    for path in sorted((Path(cfg["_root"]) / "data" / "test").glob("*.jsonl")):
+        name = path.stem
+        s = evaluate(read_jsonl(path), backend, loaded.tokenizer, params, d / name, model, name, cfg["template"],
+                     ks=ev["ks"], workers=cfg["workers"])
+        out[name] = {k: v for k, v in s.items() if k in ("n", "accuracy", "accuracy_ci95", "strict_accuracy")
+                     or k.startswith(("pass@", "maj@"))}
+        lo, hi = s["accuracy_ci95"]
+        print(f"  {d.relative_to(cfg['_root'])}: {name} accuracy {100 * s['accuracy']:.1f}% "
+              f"[{100 * lo:.1f}, {100 * hi:.1f}] (n={s['n']})")
+    del loaded, backend  # free the model before the next stage loads one
+    gc.collect()
+    return {"model": model, "results": out}
+
+
+def train_stage(cfg: dict, method: str, model: str, rows: list[dict], section: dict, d: Path,
+                template: str | None = None, extra: dict | None = None) -> dict:
+    from .training import train
+
+    if not rows:
+        print("  no training rows: model unchanged")
+        return {"model": model, "rows": 0, "trained": False}
+    write_jsonl(d / "train_rows.jsonl", rows)
+    overrides = {**(section.get("overrides") or {}), **(extra or {})}
+    if cfg["launcher"]:
+        path = _launch(cfg, method, model, d, bool(section.get("lora")), template or cfg["template"], overrides)
+    else:
+        path = train(method, model, str(d / "train_rows.jsonl"), str(d), lora=bool(section.get("lora")),
+                     template=template or cfg["template"], overrides=overrides, resume=True,
+                     cache_dir=cfg["cache_dir"])
+    shutil.rmtree(d / "checkpoints", ignore_errors=True)  # the final model is saved; optimizer states are GBs
+    logs = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
+    steps = [r for r in logs if "loss" in r]
+    last = {k: v for k, v in (steps[-1] if steps else {}).items() if k in ("step", "loss", "rewards/margins")}
+    return {"model": str(path), "rows": len(rows), "trained": True, "final_log": last}
+
+
+def _launch(cfg: dict, method: str, model: str, d: Path, lora: bool, template: str, overrides: dict) -> str:
+    """Training in a child process under `launcher` (e.g. `accelerate launch --config_file ...`), so
+    many GPUs train while the loop itself (sampling, grading, pairs) stays one process."""
+    own = {k: overrides[k] for k in ("peft", "merge_lora") if k in overrides}
+    trl = {k: v for k, v in overrides.items() if k not in ("peft", "merge_lora", "data_dir")}
+    args_file = d / "train_args.yaml"
+    atomic_write_text(args_file, yaml.safe_dump({"trl": trl, **own}, sort_keys=False))
+    cmd = shlex.split(cfg["launcher"]) + ["-m", "mathpo.cli", "train", "--config", str(args_file),
+                                          "--method", method, "--model", model, "--data", str(d / "train_rows.jsonl"),
+                                          "--out", str(d), "--template", template, "--resume"]
+    cmd += ["--lora"] if lora else []
+    cmd += ["--cache-dir", str(cfg["cache_dir"])] if cfg["cache_dir"] else []
+    print("  " + " ".join(cmd))
+    if subprocess.run(cmd).returncode != 0:
+        raise UserError(f"training failed: {' '.join(cmd)}")
+    return str(d / "model")
+
+
+def pairs_stage(kind: str, graded: list[dict], tokenizer, template: str, opts: dict, d: Path,
+                order: dict | None) -> dict:
+    from .pairs import dpo, rft
+
+    builder = {"dpo": dpo.build, "rft": rft.build}[kind]
+    rows, stats = builder(graded, tokenizer, template, **opts)
+    rows = apply_curriculum(rows, order)
+    write_jsonl(d / f"{kind}.jsonl", rows)
+    return {"rows": len(rows), "pairs": stats}
+
+
+def step_pairs_stage(cfg: dict, model: str, graded: list[dict], d: Path, order: dict | None) -> dict:
+    from .pairs import steps
+
+    st = cfg["step"]
+    loaded, backend = _backend(cfg, model, st["template"])
+    rows, stats = steps.build(graded, backend, loaded.tokenizer, st["template"], seed=cfg["seed"],
+                              **(st.get("pairs") or {}))
+    del loaded, backend  # free the model before the next stage loads one
+    gc.collect()
+    rows = apply_curriculum(rows, order)
+    write_jsonl(d / "step.jsonl", rows)
+    return {"rows": len(rows), "pairs": stats}
+
+
+# ---- curriculum -------------------------------------------------------------------------------
+
+def pass_rates(graded: list[dict]) -> dict[str, float]:
+    by: dict[str, list[bool]] = {}
+    for r in graded:
+        by.setdefault(str(r["id"]), []).append(bool(r["correct"]))
+    return {k: sum(v) / len(v) for k, v in by.items()}
+
+
+def curriculum_order(cfg: dict, graded: list[dict]) -> dict | None:
+    """{id: pass rate} of the questions to keep, or None when the curriculum is off."""
+    c = cfg["curriculum"]
+    if not c["enabled"]:
+        return None
+    rates = pass_rates(graded)
+    return {k: v for k, v in rates.items() if c["min_pass"] <= v <= c["max_pass"]}
+
+
+def apply_curriculum(rows: list[dict], order: dict | None) -> list[dict]:
+    """Keep rows of kept questions, easiest (highest pass rate) first; stable within a question."""
+    if order is None:
+        return rows
+    kept = [r for r in rows if str(r.get("id")) in order]
+    return sorted(kept, key=lambda r: -order[str(r["id"])])
+
+
+def _curriculum_train(order: dict | None) -> dict:
+    # train in the given (easy-to-hard) order instead of shuffling
+    return {"train_sampling_strategy": "sequential"} if order is not None else {}
+
+
+# ---- recipes ----------------------------------------------------------------------------------
+
+def _questions(cfg: dict, train: list[dict], k: int) -> list[dict]:
+    """This iteration's training questions: all, or with `sample.questions` a window of that many
+    from `sample.start`, moving on each iteration. Gold solutions are dropped except where
+    `use_solutions` keeps them (true: all; labelled: the warm-up set's); kept ones join the
+    positives of pairs and RFT sets, as in DPO-ST."""
+    keep = cfg["use_solutions"]
+    labelled = {r["id"] for r in _labelled(cfg, train)} if keep == "labelled" else set()
+    q, first = cfg["sample"]["questions"], cfg["sample"]["start"]
+    if q and q < len(train):
+        start = (first + (k - 1) * q) % len(train)
+        train = (train + train)[start:start + q]
+    return [r if keep is True or r["id"] in labelled else {key: v for key, v in r.items() if key != "solution"}
+            for r in train]
+
+
+def _labelled(cfg: dict, train: list[dict]) -> list[dict]:
+    """The warm-up SFT's labelled records: the first `warmup_sft.limit` with a solution."""
+    return [r for r in train if r.get("solution")][: cfg["warmup_sft"]["limit"] or None]
+
+
+def _pooled(run: Run, k: int, stage: str) -> list[dict]:
+    rows = []
+    for j in range(1, k + 1):
+        path = run.root / f"iter_{j}" / stage / "graded.jsonl"
+        if path.is_file():
+            rows += read_jsonl(path)
+    return rows
+
+
+def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list[dict], tokenizer) -> str:
+    cfg, it = run.cfg, f"iter_{k}"
+    run.stage(f"{it}/sample", lambda d: sample_stage(cfg, current, questions, cfg["sample"], cfg["template"],
+                                                     cfg["seed"] + k, d))
+    graded = read_jsonl(run.root / it / "sample" / "graded.jsonl")
+    order = curriculum_order(cfg, graded)
+    pooled = _pooled(run, k, "sample") if cfg["dpo"]["pool"] else graded
+    run.stage(f"{it}/pairs", lambda d: pairs_stage("dpo", pooled, tokenizer, cfg["template"],
+                                                   {"k": cfg["dpo"]["k"], "threshold": cfg["dpo"]["threshold"]},
+                                                   d, order))
+    pairs = read_jsonl(run.root / it / "pairs" / "dpo.jsonl")
+    dpo_model = run.stage(f"{it}/dpo", lambda d: train_stage(cfg, "dpo", current, pairs, cfg["dpo"], d,
+                                                             extra=_curriculum_train(order)))["model"]
+    if "dpo" in cfg["eval"]["after"]:
+        run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, dpo_model, d))
+    if not cfg["sft"]["enabled"]:
+        return dpo_model
+    run.stage(f"{it}/sample_dpo", lambda d: sample_stage(cfg, dpo_model, questions, cfg["rft"], cfg["template"],
+                                                         cfg["seed"] + 1000 + k, d))
+    pooled = _pooled(run, k, "sample_dpo") if cfg["rft"]["pool"] else \
+        read_jsonl(run.root / it / "sample_dpo" / "graded.jsonl")
+    run.stage(f"{it}/rft", lambda d: pairs_stage("rft", pooled, tokenizer, cfg["template"],
+                                                 {"threshold": cfg["rft"]["threshold"],
+                                                  "cap_percentile": cfg["rft"]["cap_percentile"]}, d, order))
+    rft_rows = read_jsonl(run.root / it / "rft" / "rft.jsonl")
+    start = {"base": base, "warmup": warm, "continue": dpo_model}[cfg["sft"]["restart"]]
+    sft_model = run.stage(f"{it}/sft", lambda d: train_stage(cfg, "sft", start, rft_rows, cfg["sft"], d,
+                                                             extra=_curriculum_train(order)))["model"]
+    if "sft" in cfg["eval"]["after"]:
+        run.stage(f"{it}/eval_sft", lambda d: eval_stage(cfg, sft_model, d))
+    return sft_model
+
+
+def step_dpo(run: Run, k: int, current: str, questions: list[dict]) -> str:
+    cfg, it, st = run.cfg, f"iter_{k}", run.cfg["step"]
+    questions = questions[: st["questions"] or None]
+    run.stage(f"{it}/step_sample", lambda d: sample_stage(cfg, current, questions, st, st["template"],
+                                                          cfg["seed"] + 2000 + k, d))
+    graded = read_jsonl(run.root / it / "step_sample" / "graded.jsonl")
+    order = curriculum_order(cfg, graded)
+    run.stage(f"{it}/step_pairs", lambda d: step_pairs_stage(cfg, current, graded, d, order))
+    rows = read_jsonl(run.root / it / "step_pairs" / "step.jsonl")
+    model = run.stage(f"{it}/step_dpo", lambda d: train_stage(cfg, "dpo", current, rows, st, d,
+                                                              template=st["template"],
+                                                              extra=_curriculum_train(order)))["model"]
+    if "step_dpo" in cfg["eval"]["after"]:
+        run.stage(f"{it}/eval_step", lambda d: eval_stage(cfg, model, d))
+    return model
+
+
+def run_loop(cfg: dict) -> Path:
+    """Run (or resume) the whole loop from a complete config (`commands.loop.load_config`)."""
+    run = Run(cfg)
+    cfg["_root"] = str(run.root)
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_json(run.root / "config.json", {k: v for k, v in cfg.items() if not k.startswith("_")})
+    t0 = time.time()
+    run.stage("data", lambda d: make_data(cfg, d))
+    train = read_jsonl(run.root / "data" / "train.jsonl")
+    base = models.resolve(cfg["model"], cfg["cache_dir"])  # converts the embedded model once
+    tokenizer = models.load_tokenizer(base)
+    current = base
+    if "base" in cfg["eval"]["after"]:
+        run.stage("iter_0/eval_base", lambda d: eval_stage(cfg, base, d))
+    w = cfg["warmup_sft"]
+    if w["enabled"]:
+        labelled = _labelled(cfg, train)
+        if not labelled:
+            raise UserError("warmup_sft needs training records with solutions")
+        rows = [{"question": r["question"], "solution": r["solution"]} for r in labelled]
+        current = run.stage("iter_0/warmup_sft", lambda d: train_stage(cfg, "sft", base, rows, w, d))["model"]
+        if "warmup_sft" in cfg["eval"]["after"]:
+            run.stage("iter_0/eval", lambda d: eval_stage(cfg, current, d))
+    warm = current
+    for k in range(1, cfg["iterations"] + 1):
+        questions = _questions(cfg, train, k)
+        for recipe in cfg["recipe"]:
+            if recipe == "dpo-st":
+                current = dpo_st(run, k, current, base, warm, questions, tokenizer)
+            else:
+                current = step_dpo(run, k, current, questions)
+    from .report import write_report
+
+    table = write_report(run.root)
+    print(table)
+    print(f"final model: {current}\nreport: {run.root / 'report.md'} ({time.time() - t0:.0f} s this run)")
+    return run.root

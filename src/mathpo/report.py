@@ -1,0 +1,222 @@
+"""The loop's report: `RUN/report.md` with PNG plots, written at the end of `mathpo loop`.
+
+Reads only what the stages left in the run folder (their DONE.json, eval summaries and graded
+rows, pair files, training metrics.jsonl), so it can be rebuilt any time:
+    python -m mathpo.report runs/demo
+Plots: accuracy per evaluation point and test set (greedy and maj@k, 95% intervals), pass@k
+curves, pairs per iteration, DPO reward margins during training, seconds per stage. The summary
+table compares every evaluation point with the reference (the warm-up SFT model, else the base
+model) on the same questions: paired difference with a 95% interval and an exact McNemar test.
+"""
+
+from __future__ import annotations
+
+import sys
+from math import comb, sqrt
+from pathlib import Path
+
+from .grading.metrics import pass_at_k
+from .records import atomic_write_text, read_json, read_jsonl
+
+PAIR_FILES = {"pairs": ("dpo.jsonl", "DPO pairs"), "rft": ("rft.jsonl", "RFT rows"),
+              "step_pairs": ("step.jsonl", "step pairs")}
+
+
+def stages(root: Path) -> list[tuple[str, dict]]:
+    """(stage, DONE stats) for every finished stage, in the order they finished."""
+    done = sorted(root.glob("**/DONE.json"), key=lambda p: p.stat().st_mtime)
+    return [(str(p.parent.relative_to(root)), read_json(p)) for p in done]
+
+
+def label(stage: str) -> str:
+    it, _, name = stage.partition("/")
+    name = {"eval": "warmup_sft", "eval_base": "base", "eval_dpo": "dpo", "eval_sft": "sft",
+            "eval_step": "step_dpo"}.get(name, name)
+    return f"{it.replace('iter_', 'it')}:{name}"
+
+
+def correctness(root: Path, stage: str, test: str) -> dict[str, float]:
+    """Per-question mean correctness of one eval stage on one test set."""
+    by: dict[str, list[bool]] = {}
+    for r in read_jsonl(root / stage / test / "graded.jsonl"):
+        by.setdefault(r["id"], []).append(bool(r["correct"]))
+    return {k: sum(v) / len(v) for k, v in by.items()}
+
+
+def paired(ref: dict[str, float], new: dict[str, float]) -> dict:
+    """Difference new - ref over shared questions: mean, 95% normal interval, exact McNemar p."""
+    ids = sorted(set(ref) & set(new))
+    diffs = [new[i] - ref[i] for i in ids]
+    m = len(diffs)
+    mean = sum(diffs) / m
+    sd = sqrt(sum((x - mean) ** 2 for x in diffs) / (m - 1)) if m > 1 else 0.0
+    b = sum(1 for i in ids if new[i] == 1 and ref[i] == 0)  # discordant pairs (0/1 scores)
+    c = sum(1 for i in ids if new[i] == 0 and ref[i] == 1)
+    k, n = min(b, c), b + c
+    p = min(1.0, 2 * sum(comb(n, j) for j in range(k + 1)) / 2 ** n) if n else 1.0
+    return {"n": m, "diff": mean, "ci95": [mean - 1.96 * sd / sqrt(m), mean + 1.96 * sd / sqrt(m)],
+            "gained": b, "lost": c, "mcnemar_p": p}
+
+
+def _plot_accuracy(evals, tests, out: Path, plt) -> None:
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(evals) + 2), 3.8))
+    xs = list(range(len(evals)))
+    for t in tests:
+        pts = [(x, st["results"][t]) for x, (_, st) in zip(xs, evals) if t in st["results"]]
+        if not pts:
+            continue
+        acc = [100 * r["accuracy"] for _, r in pts]
+        err = [[100 * (r["accuracy"] - r["accuracy_ci95"][0]) for _, r in pts],
+               [100 * (r["accuracy_ci95"][1] - r["accuracy"]) for _, r in pts]]
+        ax.errorbar([x for x, _ in pts], acc, yerr=err, marker="o", capsize=3, label=f"{t} (greedy/pass@1)")
+        majs = sorted({k for _, r in pts for k in r if k.startswith("maj@")})
+        for k in majs:
+            ax.plot([x for x, r in pts if k in r], [100 * r[k] for _, r in pts if k in r], "--", marker="s",
+                    label=f"{t} {k}")
+    ax.set_xticks(xs, [label(s) for s, _ in evals], rotation=20)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("held-out accuracy per stage (95% interval)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _pass_curves(root: Path, done) -> dict[str, list[tuple[int, float]]]:
+    """pass@k for k = 1..n of every sampling stage (training questions) and sampled eval."""
+    curves = {}
+    for stage, _ in done:
+        for graded in sorted((root / stage).glob("**/graded.jsonl")):
+            by: dict[str, list[bool]] = {}
+            for r in read_jsonl(graded):
+                by.setdefault(r["id"], []).append(bool(r["correct"]))
+            n = min(len(v) for v in by.values()) if by else 0
+            if n < 2:
+                continue
+            name = label(stage) + ("" if graded.parent == root / stage else f" {graded.parent.name}")
+            curves[name] = [(k, sum(pass_at_k(n, sum(v[:n]), k) for v in by.values()) / len(by))
+                            for k in range(1, n + 1)]
+    return curves
+
+
+def _simple_plots(root: Path, done, curves, plt) -> list[str]:
+    made = []
+    if curves:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, pts in curves.items():
+            ax.plot([k for k, _ in pts], [100 * v for _, v in pts], marker="o", label=name)
+        ax.set_xlabel("k")
+        ax.set_ylabel("pass@k (%)")
+        ax.set_title("pass@k (unbiased) per sampling stage")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(root / "pass_at_k.png", dpi=110)
+        plt.close(fig)
+        made.append("pass_at_k.png")
+    pairs = [(label(s), PAIR_FILES[s.split("/")[-1]][1], st.get("rows", 0)) for s, st in done
+             if s.split("/")[-1] in PAIR_FILES]
+    if pairs:
+        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(pairs) + 2), 3.2))
+        ax.bar(range(len(pairs)), [n for _, _, n in pairs], color=["C0" if k == "DPO pairs" else "C1"
+                                                                   if k == "RFT rows" else "C2" for _, k, _ in pairs])
+        ax.set_xticks(range(len(pairs)), [f"{s}\n{k}" for s, k, _ in pairs], fontsize=7)
+        ax.set_ylabel("rows")
+        ax.set_title("pairs / RFT rows per iteration")
+        fig.tight_layout()
+        fig.savefig(root / "pairs.png", dpi=110)
+        plt.close(fig)
+        made.append("pairs.png")
+    margins = {}
+    for s, _ in done:
+        path = root / s / "metrics.jsonl"
+        if path.is_file():
+            rows = [r for r in read_jsonl(path) if "rewards/margins" in r]
+            if rows:
+                margins[label(s)] = [(r["step"], r["rewards/margins"]) for r in rows]
+    if margins:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, pts in margins.items():
+            ax.plot([a for a, _ in pts], [b for _, b in pts], label=name)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("reward margin (chosen - rejected)")
+        ax.set_title("DPO margins during training")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(root / "margins.png", dpi=110)
+        plt.close(fig)
+        made.append("margins.png")
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.28 * len(done) + 1)))
+    ax.barh(range(len(done)), [st.get("seconds", 0) for _, st in done])
+    ax.set_yticks(range(len(done)), [s for s, _ in done], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.set_title("time per stage")
+    fig.tight_layout()
+    fig.savefig(root / "time.png", dpi=110)
+    plt.close(fig)
+    return made + ["time.png"]
+
+
+def summary_table(root: Path, evals) -> tuple[str, list[dict]]:
+    """Markdown table: accuracy [95% CI] per eval point and test set, and the paired change against
+    the reference point (warm-up SFT, else the first eval)."""
+    if not evals:
+        return "(no evaluations)", []
+    ref_stage = next((s for s, _ in evals if s.endswith("/eval")), evals[0][0])
+    tests = sorted({t for _, st in evals for t in st["results"]})
+    lines = ["| stage | test set | n | accuracy | 95% interval | change vs " + label(ref_stage)
+             + " [95% interval] | gained/lost | McNemar p |", "|---|---|---|---|---|---|---|---|"]
+    comps = []
+    for stage, st in evals:
+        for t in tests:
+            r = st["results"].get(t)
+            if r is None:
+                continue
+            lo, hi = r["accuracy_ci95"]
+            cells = [label(stage), t, str(r["n"]), f"{100 * r['accuracy']:.1f}%", f"[{100 * lo:.1f}, {100 * hi:.1f}]"]
+            if stage != ref_stage and (root / ref_stage / t / "graded.jsonl").is_file():
+                c = paired(correctness(root, ref_stage, t), correctness(root, stage, t))
+                comps.append({"stage": stage, "test": t, **c})
+                cells += [f"{100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]",
+                          f"{c['gained']}/{c['lost']}", f"{c['mcnemar_p']:.3g}"]
+            else:
+                cells += ["(reference)" if stage == ref_stage else "", "", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), comps
+
+
+def write_report(root: str | Path) -> str:
+    """Write report.md and the plots; return the summary table (markdown) for printing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(root)
+    done = stages(root)
+    evals = [(s, st) for s, st in done if "results" in st]
+    tests = sorted({t for _, st in evals for t in st["results"]})
+    plots = []
+    if evals:
+        _plot_accuracy(evals, tests, root / "accuracy.png", plt)
+        plots.append("accuracy.png")
+    plots += _simple_plots(root, done, _pass_curves(root, done), plt)
+    table, comps = summary_table(root, evals)
+    total = sum(st.get("seconds", 0) for _, st in done)
+    stage_rows = "\n".join(f"| {s} | {st.get('seconds', 0):.0f} | {st.get('rows', st.get('samples', ''))} |"
+                           for s, st in done)
+    text = (f"# Self-training report: {root.name}\n\n"
+            f"Accuracy is greedy unless the eval section asks for samples; intervals are 95% (Wilson for\n"
+            f"accuracy; paired normal interval for the change, with an exact McNemar test on the\n"
+            f"questions that changed). Stage time in total: {total / 60:.1f} min.\n\n{table}\n\n"
+            + "".join(f"![{p[:-4]}]({p})\n\n" for p in plots)
+            + "| stage | seconds | rows |\n|---|---|---|\n" + stage_rows + "\n")
+    atomic_write_text(root / "report.md", text)
+    from .records import write_json
+
+    write_json(root / "comparisons.json", comps)
+    return table
+
+
+if __name__ == "__main__":
+    print(write_report(sys.argv[1]))

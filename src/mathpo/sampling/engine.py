@@ -1,0 +1,199 @@
+"""Continuous batching for the hf backend: a scheduler over the model's own forward and a slot KV cache.
+
+Each (prompt, sample) is a row. A prompt is prefilled once and its keys/values copied into n slots
+(n samples without re-encoding it n times); every step feeds one token per active row; a row that
+ends (EOS, stop string, length) leaves at once and its slot is refilled with the next prompt, so no
+step is spent on padding or on finished rows. Per row, the calculator forces `result>>` after
+`<<expr=`, stop strings are checked on its decoded tail (pieces decoded once per token id and
+cached), and its random draws come from its own stream (`sampler.py`).
+Used by `hf.py` (`mathpo sample`, `eval`, the pairs stage's prefix sampling).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from . import Completion, SamplingParams, calculator, sampler, truncate_at_stop
+from .slots import NAME, SlotCache, dims
+
+TAIL_CHARS = 2 * calculator.MAX_CHARS  # enough text kept per row to see a whole `<<expr=` annotation
+PREFILL_TOKENS = 2048  # prompt tokens packed into one prefill forward at most
+
+
+@dataclass
+class Row:
+    prompt: int
+    sample: int
+    key: int
+    pos: int  # the position of the next token fed (its keys/values go there): prompt + generated - 1
+    calc_tail: str  # the end of prompt + completion, for the calculator
+    ids: list[int] = field(default_factory=list)
+    stop_tail: str = ""  # the end of the completion only, for stop strings
+    forced: list[int] = field(default_factory=list)
+    finish: str | None = None
+
+
+class Engine:
+    def __init__(self, model, tokenizer, max_slots: int, kv_bytes: int):
+        self.model, self.tok = model, tokenizer
+        self.max_slots, self.kv_bytes = max_slots, kv_bytes
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        eos = eos if isinstance(eos, (list, tuple)) else [eos]
+        self.eos = {t for t in [*eos, tokenizer.eos_token_id] if t is not None}
+        self._pieces: dict[int, str] = {}  # token id -> its text alone (kept across calls)
+        self._forced: dict[str, list[int]] = {}  # text to force -> its tokens
+
+    def slots_for(self, rows: int, length: int, n: int) -> int:
+        per_slot = SlotCache.bytes_per_slot(self.model.config, length, self.model.dtype)
+        return max(n, min(self.max_slots, rows, self.kv_bytes // per_slot))
+
+    def run(self, prompt_ids: list[list[int]], prompts: list[str], params: SamplingParams,
+            progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for i, completions in self.stream(prompt_ids, prompts, params):
+            out[i] = completions
+            if progress:
+                progress(1)
+        return out
+
+    def stream(self, prompt_ids: list[list[int]], prompts: list[str],
+               params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:
+        """Yield (prompt index, its n completions) as each prompt's last sample finishes."""
+        if not prompts:
+            return
+        previous = self.model.config._attn_implementation
+        self.model.set_attn_implementation(NAME)
+        try:
+            yield from self._stream(prompt_ids, prompts, params)
+        finally:
+            self.cache = None
+            self.model.set_attn_implementation(previous)
+
+    def _stream(self, prompt_ids, prompts, params):
+        n, self.params = params.n, params
+        self.stop_keep = max((len(s) for s in params.stop), default=0) + 8
+        length = max(len(p) for p in prompt_ids) + params.max_new_tokens
+        slots = self.slots_for(len(prompts) * n, length, n)
+        layers, kv_heads, head_dim = dims(self.model.config)
+        self.cache = SlotCache(layers, slots, kv_heads, length, head_dim, self.model.dtype, self.model.device)
+        done: dict[int, list[Completion | None]] = {}
+        active: list[Row] = []
+        # Similar lengths side by side: attention spans the longest active row.
+        queue = deque(sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i])))
+        while queue or active:
+            with torch.inference_mode():
+                free = slots - len(active)
+                # Refill in groups (one packed prefill each) once enough slots are free, or when idle.
+                if queue and free >= n and (free >= self.refill_at(slots, n) or not active):
+                    group = [queue.popleft()]
+                    tokens = len(prompt_ids[group[0]])
+                    while (queue and n * (len(group) + 1) <= free
+                           and tokens + len(prompt_ids[queue[0]]) <= PREFILL_TOKENS):
+                        tokens += len(prompt_ids[queue[0]])
+                        group.append(queue.popleft())
+                    active.extend(self._admit(group, [prompt_ids[i] for i in group], [prompts[i] for i in group],
+                                              len(active)))
+                if not any(r.finish for r in active):
+                    self._step(active)
+                finished = self._retire(active, done, n)
+            for i in finished:
+                yield i, done.pop(i)
+
+    def _retire(self, active: list[Row], done: dict, n: int) -> list[int]:
+        """Drop finished rows (the last active row moves into each gap); return prompts now complete."""
+        finished = []
+        for s in range(len(active) - 1, -1, -1):
+            row = active[s]
+            if not row.finish:
+                continue
+            mine = done.setdefault(row.prompt, [None] * n)
+            mine[row.sample] = self._completion(row)
+            last = active.pop()
+            if s < len(active):
+                self.cache.move(len(active), s, last.pos)
+                active[s] = last
+            if all(c is not None for c in mine):
+                finished.append(row.prompt)
+        return finished
+
+    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, keep=1) -> torch.Tensor:
+        """Logits (fp32, whatever the model's dtype) at the positions `keep` (1: the last)."""
+        out = self.model(input_ids=input_ids.to(self.model.device), position_ids=position_ids, use_cache=False,
+                         logits_to_keep=keep, mathpo_kv=self.cache)
+        return out.logits[:, -1].float() if isinstance(keep, int) else out.logits.float()
+
+    @staticmethod
+    def refill_at(slots: int, n: int) -> int:
+        return max(n, slots // 8)
+
+    def _admit(self, group: list[int], ids: list[list[int]], texts: list[str], first: int) -> list[Row]:
+        """Prefill the group's prompts once, packed into one sequence (no padding), each into n slots
+        from `first` on, and pick every sample's first token."""
+        p, segments, start, rows = self.params, [], 0, []
+        for j, (i, tokens, text) in enumerate(zip(group, ids, texts)):
+            segments.append((start, start + len(tokens), first + j * p.n, p.n))
+            start += len(tokens)
+            rows += [Row(i, k, sampler.row_key(p.seed, text, k), len(tokens), text[-TAIL_CHARS:]) for k in range(p.n)]
+        self.cache.prepare_prefill(segments)
+        positions = torch.cat([torch.arange(len(t)) for t in ids])[None].to(self.model.device)
+        last = torch.tensor([end - 1 for _, end, _, _ in segments], device=self.model.device)
+        logits = self._forward(torch.tensor([[t for tokens in ids for t in tokens]]), positions, last)[0]
+        if p.calculator:  # a prefix may end inside an annotation (`... <<2+3=`)
+            for r in rows:
+                r.forced = self._force_tokens(r.calc_tail)
+        draws = [sampler.uniform(r.key, 0) for r in rows]
+        picks = sampler.choose(logits.repeat_interleave(p.n, dim=0), p.temperature, p.top_p, draws).tolist()
+        for r, t in zip(rows, picks):
+            self._append(r, t)
+        return rows
+
+    def _step(self, active: list[Row]) -> None:
+        positions = torch.tensor([r.pos for r in active], device=self.model.device)
+        self.cache.prepare_decode(positions)
+        logits = self._forward(torch.tensor([[r.ids[-1]] for r in active]), positions[:, None])
+        p = self.params
+        draws = [sampler.uniform(r.key, len(r.ids)) for r in active]
+        for r, t in zip(active, sampler.choose(logits, p.temperature, p.top_p, draws).tolist()):
+            r.pos += 1
+            self._append(r, t)
+
+    def _piece(self, t: int) -> str:
+        piece = self._pieces.get(t)
+        if piece is None:
+            piece = self._pieces[t] = self.tok.decode([t], skip_special_tokens=True)
+        return piece
+
+    def _force_tokens(self, text: str) -> list[int]:
+        rest = calculator.pending(text)
+        if not rest:
+            return []
+        if rest not in self._forced:
+            self._forced[rest] = self.tok(rest, add_special_tokens=False).input_ids
+        return list(self._forced[rest])
+
+    def _append(self, r: Row, sampled: int) -> None:
+        """Add one token to row r (the calculator's, if one is due) and decide whether r is done."""
+        p = self.params
+        t = r.forced.pop(0) if r.forced else sampled
+        r.ids.append(t)
+        piece = self._piece(t)
+        if p.calculator:
+            r.calc_tail = (r.calc_tail + piece)[-TAIL_CHARS:]
+            if not r.forced and "=" in piece:
+                r.forced = self._force_tokens(r.calc_tail)
+        if t in self.eos:
+            r.finish = "stop"
+        elif p.stop:
+            r.stop_tail = (r.stop_tail + piece)[-self.stop_keep:]
+            if any(s in r.stop_tail for s in p.stop):
+                r.finish = "stop"
+        if r.finish is None and (len(r.ids) >= p.max_new_tokens or r.pos >= self.cache.length):
+            r.finish = "length"
+
+    def _completion(self, r: Row) -> Completion:
+        text, stopped = truncate_at_stop(self.tok.decode(r.ids, skip_special_tokens=True), self.params.stop)
+        return Completion(text, len(r.ids), "stop" if stopped or r.finish == "stop" else "length")

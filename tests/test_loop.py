@@ -1,0 +1,154 @@
+"""`mathpo loop` on a tiny model with tiny settings: every stage runs with the real stage code, a
+loop interrupted mid-stage resumes without redoing finished stages, and the report is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mathpo import loop
+from mathpo.cli import main
+from mathpo.commands.loop import load_config
+from mathpo.errors import UserError
+from mathpo.records import read_jsonl, write_jsonl
+
+# One fixed 3-line solution: the warm-up SFT makes the tiny model memorize it, so its samples are
+# right on questions whose answer is 5 and (at temperature 1.3) sometimes go wrong mid-way: enough
+# for DPO pairs, RFT rows and step pairs located by rollouts.
+SOLUTION = "First, 2 + 3 = <<2+3=5>>5.\nSo there are 5 apples.\n#### 5"
+DPO_ST = ["sample", "pairs", "dpo", "eval_dpo", "sample_dpo", "rft", "sft", "eval_sft"]
+STEP = ["step_sample", "step_pairs", "step_dpo", "eval_step"]
+
+
+def tiny_config(tmp_path, model_dir) -> dict:
+    train = [{"id": f"q{i}", "question": f"Tom has 2 apples and gets 3 more. How many apples? ({i})",
+              "gold": "5", "solution": SOLUTION} for i in range(6)]
+    write_jsonl(tmp_path / "train.jsonl", train)
+    test = [{"id": f"t{i}", "question": f"Ann has 2 apples and gets 3 more. How many? ({i})", "gold": "5",
+             "solution": SOLUTION} for i in range(3)]
+    write_jsonl(tmp_path / "test.jsonl", test)
+    sample = {"max_new_tokens": 24, "temperature": 1.3}
+    # fp32: bf16 autocast on a CPU costs more than it saves on a model this small
+    train_fast = {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 1, "report_to": [], "bf16": False}
+    return load_config(None, data={
+        "name": "tiny", "out": str(tmp_path / "runs"), "model": str(model_dir), "recipe": ["dpo-st", "step-dpo"],
+        "iterations": 1, "use_solutions": True, "batch_size": 16, "seed": 1, "template": "gsm8k",
+        "train_data": {"dataset": str(tmp_path / "train.jsonl")},
+        "test_sets": {"tiny": {"dataset": str(tmp_path / "test.jsonl")},
+                      "absent": {"dataset": str(tmp_path / "none.jsonl"), "optional": True}},
+        "warmup_sft": {"overrides": {**train_fast, "max_steps": 40, "learning_rate": 3e-3, "lr_scheduler_type":
+                                     "constant", "save_steps": 100}},
+        "sample": {**sample, "n": 3}, "rft": {**sample, "n": 2},
+        "dpo": {"overrides": train_fast}, "sft": {"restart": "continue", "overrides": train_fast},
+        "step": {**sample, "n": 4, "template": "gsm8k", "overrides": train_fast,
+                 "pairs": {"rollouts": 4, "rectify_n": 4, "max_new_tokens": 24, "temperature": 1.0}},
+        "eval": {"max_new_tokens": 24}, "curriculum": {"enabled": True},
+    })
+
+
+def finished(root) -> set[str]:
+    return {str(p.parent.relative_to(root)) for p in root.glob("**/DONE.json")}
+
+
+@pytest.mark.slow  # ~60-110 s: 40 warm-up steps plus 15 stages, each loading the tiny model
+def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_model_dir, monkeypatch):
+    cfg = tiny_config(tmp_path, tiny_model_dir)
+    root = tmp_path / "runs" / "tiny"
+    real_sample = loop.sample_records
+    calls = []
+
+    def interrupted(records, *a, **kw):  # the DPO model's sampling dies after its first question
+        calls.append(len(records))
+        if len(calls) == 2:
+            real_sample(records[:1], *a, **kw)
+            raise KeyboardInterrupt
+        return real_sample(records, *a, **kw)
+
+    monkeypatch.setattr(loop, "sample_records", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_loop(dict(cfg))
+    first = finished(root)
+    assert first == {"data", "iter_0/warmup_sft", "iter_0/eval", "iter_1/sample", "iter_1/pairs",
+                     "iter_1/dpo", "iter_1/eval_dpo"}
+    assert len(read_jsonl(root / "iter_1/sample_dpo/samples.jsonl")) == 2  # one question, n=2
+
+    # re-run: only the unfinished stages run, and sampling continues after the first question
+    resumed_stats = []
+
+    def spy(records, *a, **kw):
+        stats = real_sample(records, *a, **kw)
+        resumed_stats.append(stats)
+        return stats
+
+    monkeypatch.setattr(loop, "sample_records", spy)
+    ran = []
+    real_stage = loop.Run.stage
+    monkeypatch.setattr(loop.Run, "stage", lambda self, rel, fn: (ran.append(rel), real_stage(self, rel, fn))[1]
+                        if not (self.root / rel / loop.DONE).is_file() else real_stage(self, rel, fn))
+    loop.run_loop(dict(cfg))
+    expected = {f"iter_1/{s}" for s in DPO_ST + STEP}
+    assert finished(root) == first | expected
+    assert set(ran) == expected - first and not set(ran) & first
+    assert resumed_stats[0]["questions_skipped"] == 1 and resumed_stats[0]["rows_written"] == 10
+
+    # what each stage left behind
+    done = {s: json.loads((root / s / "DONE.json").read_text()) for s in finished(root)}
+    assert done["data"]["test_sets"] == {"tiny": 3}  # the optional missing set is skipped
+    for s in ("iter_0/warmup_sft", "iter_1/dpo", "iter_1/sft"):
+        assert done[s]["trained"] and (root / s / "model" / "config.json").is_file()
+        assert not (root / s / "checkpoints").exists()
+    assert done["iter_1/pairs"]["rows"] > 0 and done["iter_1/rft"]["rows"] > 0
+    warm_acc = done["iter_0/eval"]["results"]["tiny"]["accuracy"]
+    assert warm_acc > 0  # the warm-up SFT really trained: the tiny model now answers 5
+    step_rows = read_jsonl(root / "iter_1/step_pairs/step.jsonl")
+    assert step_rows and done["iter_1/step_dpo"]["trained"]
+    assert {"prompt", "initial_reason_steps", "chosen", "rejected"} <= set(step_rows[0])
+    assert done["iter_1/dpo"]["final_log"]["rewards/margins"] is not None
+    report = (root / "report.md").read_text()
+    for name in ("accuracy.png", "pass_at_k.png", "pairs.png", "margins.png", "time.png"):
+        assert (root / name).stat().st_size > 1000 and f"({name})" in report
+    assert "it1:step_dpo" in report and "McNemar" in report
+
+    # a third run with everything done trains nothing and only rebuilds the report
+    ran.clear()
+    loop.run_loop(dict(cfg))
+    assert ran == []
+
+
+def test_config_checks(tmp_path):
+    with pytest.raises(UserError, match="train_data"):
+        load_config(None, data={"name": "x"})
+    base = {"train_data": {"synth": {"n": 5}}}
+    with pytest.raises(UserError, match="unknown loop option 'dpo.bogus'"):
+        load_config(None, ["dpo.bogus=1"], data=base)
+    with pytest.raises(UserError, match="recipe"):
+        load_config(None, ["recipe=grpo"], data=base)
+    cfg = load_config(None, ["recipe=dpo-st+step-dpo", "sample.n=8", "dpo.overrides.beta=0.2"], data=base)
+    assert cfg["recipe"] == ["dpo-st", "step-dpo"] and cfg["sample"]["n"] == 8
+    assert cfg["dpo"]["overrides"] == {"beta": 0.2} and cfg["dpo"]["k"] == 3
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("train_data: {synth: {n: 3}}\nbogus: 1\n")
+    assert main(["loop", str(yaml_file)]) == 2
+
+
+def test_curriculum_orders_easy_first_and_filters():
+    graded = [{"id": i, "correct": c} for i, cs in (("a", [0, 0]), ("b", [1, 1]), ("c", [1, 0])) for c in cs]
+    cfg = {"curriculum": {"enabled": True, "min_pass": 0.0, "max_pass": 0.9}}
+    order = loop.curriculum_order(cfg, graded)
+    assert order == {"a": 0.0, "c": 0.5}
+    rows = [{"id": "a", "k": 1}, {"id": "b", "k": 2}, {"id": "c", "k": 3}, {"id": "a", "k": 4}]
+    assert [r["k"] for r in loop.apply_curriculum(rows, order)] == [3, 1, 4]
+    assert loop.curriculum_order({"curriculum": {"enabled": False}}, graded) is None
+
+
+def test_questions_window_and_which_solutions_stay():
+    train = [{"id": str(i), "question": f"q{i}", "gold": "1", "solution": "s"} for i in range(10)]
+    cfg = load_config(None, ["warmup_sft.limit=3", "sample.questions=4", "sample.start=2"],
+                      data={"train_data": {"synth": {"n": 5}}})
+    first = loop._questions(cfg, train, 1)
+    assert [r["id"] for r in first] == ["2", "3", "4", "5"]
+    assert [("solution" in r) for r in first] == [True, False, False, False]  # only warm-up's labelled
+    assert [r["id"] for r in loop._questions(cfg, train, 3)] == ["0", "1", "2", "3"]  # wraps around
+    cfg["use_solutions"] = False
+    assert not any("solution" in r for r in loop._questions(cfg, train, 1))
