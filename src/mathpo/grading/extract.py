@@ -60,7 +60,7 @@ def last_boxed(text: str) -> str | None:
     return best[2] if best else None
 
 
-_HASHES = re.compile(r"####\s*([^\n]*)")
+_HASHES = re.compile(r"#{4,}\s*([^\n]*)")  # a fifth "#" (`##### 17`) is part of the marker
 
 
 def after_hashes(text: str) -> str | None:
@@ -82,6 +82,7 @@ _ANSWER_IS = re.compile(
     r"(?:the\s+(?:final\s+)?answer\s+(?:is|=|will be|would be)|final\s+answer\s*:|^\s*answer\s*:)\s*:?\s*(.+)",
     re.I | re.M)
 _HASH_NUM = re.compile(r"^\$?\s*-?[\d,]*\.?\d+(?:/\d+)?\s*%?")
+_ANSWER_LABEL = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:)\s*", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -127,8 +128,12 @@ def extract_answer(completion: str) -> tuple[str | None, bool]:
         return boxed, True
     hashes = after_hashes(text)
     if hashes:
+        hashes = _ANSWER_LABEL.sub("", hashes)  # `#### Answer: 17`
         num = _HASH_NUM.match(hashes)  # `#### 18 Question: ...` on one line: keep the number only
-        return (num.group().strip() if num else hashes), True
+        if num:
+            return num.group().strip(), True
+        nums = _NUMBER.findall(hashes)  # `#### Ava saves $18800`: one number on the line is the answer
+        return (nums[0] if len(nums) == 1 else hashes), True
     m = None
     for m in _MINERVA.finditer(text):
         pass
