@@ -6,7 +6,7 @@ exact `Fraction` whenever the value is rational (so `1/2004!` and `1/2006!` stay
 `8000.0` and `\\frac{16000}{2}` are the same number), a float otherwise, or raises `Unsupported`
 for anything it does not know (the caller then asks sympy). Sizes are capped: no exact power with
 more than MAX_BITS bits, no factorial above MAX_FACTORIAL, no nesting deeper than MAX_DEPTH.
-It never calls eval(): model text is data.
+It never hands model text to Python's eval: model text is data.
 """
 
 from __future__ import annotations
