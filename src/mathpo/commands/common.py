@@ -53,6 +53,10 @@ def sampling_options(opts: Options, n: int = 1, temperature: float = 0.0) -> Non
     opts.add("--calculator", action="store_true", default=False,
              help="force the results of <<expr=...>> annotations (safe arithmetic, never eval)")
     opts.add("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend")
+    opts.add("--sample-dtype", default="auto",
+             help="hf backend: dtype to sample in (auto: bf16 on CPUs with native bf16, else the model's)")
+    opts.add("--kv-gb", type=float, default=None,
+             help="hf backend: memory for the KV cache in GiB (default 1.5 on CPU, 60%% of free GPU memory)")
     opts.add("--batch-size", type=int, default=None,
              help="rows generated together (hf backend; default 64 on CPU, 256 on CUDA, capped by KV memory)")
 
@@ -94,3 +98,28 @@ def save_config(out_dir: Path, cfg: dict) -> None:
 
 def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(str(text)).name)[:60]
+
+
+def prepare_sampling(cfg: dict) -> tuple[list[dict], SamplingParams, list[dict]]:
+    """Records, sampling params and few-shot rows; every user mistake surfaces here, before a
+    model loads or anything is written."""
+    records = load_records(cfg)
+    params = sampling_params(cfg)
+    prompts.get(cfg["template"])
+    fewshot = fewshot_records(cfg)
+    check_model(cfg)
+    return records, params, fewshot
+
+
+def make_backend(cfg: dict, loaded):
+    from ..sampling import get_backend
+
+    options = {"batch_size": cfg["batch_size"]}
+    if cfg["backend"] == "hf":
+        options.update(sample_dtype=cfg["sample_dtype"], kv_gb=cfg["kv_gb"])
+    return get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(cfg["template"]),
+                       **options)
+
+
+def default_out(cfg: dict, command: str) -> Path:
+    return Path(cfg["out"] or f"runs/{command}/{slug(cfg['dataset'])}-{cfg['split']}-{slug(cfg['model'])}")

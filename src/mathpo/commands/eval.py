@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .. import models, prompts
+from .. import models
 from ..evaluation import evaluate, format_table
-from ..sampling import get_backend
 from . import common
 
 
@@ -22,15 +19,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     cfg = args.options.resolve(args)
-    records = common.load_records(cfg)
-    params = common.sampling_params(cfg)
-    prompts.get(cfg["template"])
-    fewshot = common.fewshot_records(cfg)
-    common.check_model(cfg)
-    out = Path(cfg["out"] or f"runs/eval/{common.slug(cfg['dataset'])}-{cfg['split']}-{common.slug(cfg['model'])}")
+    records, params, fewshot = common.prepare_sampling(cfg)
+    out = common.default_out(cfg, "eval")
     loaded = models.load(cfg["model"], cfg["dtype"], cfg["device"], cfg["cache_dir"])
-    backend = get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(cfg["template"]),
-                          batch_size=cfg["batch_size"])
+    backend = common.make_backend(cfg, loaded)
     out.mkdir(parents=True, exist_ok=True)
     common.save_config(out, cfg)
     summary = evaluate(records, backend, loaded.tokenizer, params, out, cfg["model"], cfg["dataset"],

@@ -3,10 +3,8 @@ under `torchrun` / `accelerate launch`, see `mathpo.sampling.shard`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .. import models, prompts
-from ..sampling import get_backend, shard
+from .. import models
+from ..sampling import shard
 from ..sampling.run import sample_records
 from . import common
 
@@ -16,29 +14,17 @@ def register(sub) -> None:
     common.model_options(opts)
     common.dataset_options(opts)
     common.sampling_options(opts, n=4, temperature=0.7)
-    opts.add("--sample-dtype", default="auto",
-             help="hf backend: dtype to sample in (auto: bf16 on CPUs with native bf16, else the model's)")
-    opts.add("--kv-gb", type=float, default=None,
-             help="hf backend: memory for the KV cache in GiB (default 1.5 on CPU, 60%% of free GPU memory)")
     opts.add("--out", default=None, help="run folder; rows go to OUT/samples.jsonl (default runs/sample/DATASET-MODEL)")
 
 
 def run(args) -> int:
     cfg = args.options.resolve(args)
-    records = common.load_records(cfg)
-    params = common.sampling_params(cfg)
-    prompts.get(cfg["template"])
-    fewshot = common.fewshot_records(cfg)
-    common.check_model(cfg)
+    records, params, fewshot = common.prepare_sampling(cfg)
     where = shard.launch()
-    out = Path(cfg["out"] or f"runs/sample/{common.slug(cfg['dataset'])}-{cfg['split']}-{common.slug(cfg['model'])}")
+    out = common.default_out(cfg, "sample")
     loaded = models.load(cfg["model"], cfg["dtype"], shard.device_for(cfg["device"], where), cfg["cache_dir"],
                          quiet=where.rank > 0)
-    options = {"batch_size": cfg["batch_size"]}
-    if cfg["backend"] == "hf":
-        options.update(sample_dtype=cfg["sample_dtype"], kv_gb=cfg["kv_gb"])
-    backend = get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(cfg["template"]),
-                          **options)
+    backend = common.make_backend(cfg, loaded)
     out.mkdir(parents=True, exist_ok=True)
     if where.rank == 0:
         common.save_config(out, cfg)
