@@ -99,19 +99,25 @@ def _pass_curves(root: Path, done) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+def _lines(plt, path: Path, series: dict, xlabel: str, ylabel: str, title: str, marker=None) -> None:
+    """One line per named series of (x, y) points, saved as a PNG."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, pts in series.items():
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker=marker, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _simple_plots(root: Path, done, curves, plt) -> list[str]:
     made = []
     if curves:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for name, pts in curves.items():
-            ax.plot([k for k, _ in pts], [100 * v for _, v in pts], marker="o", label=name)
-        ax.set_xlabel("k")
-        ax.set_ylabel("pass@k (%)")
-        ax.set_title("pass@k (unbiased) per sampling stage")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(root / "pass_at_k.png", dpi=110)
-        plt.close(fig)
+        _lines(plt, root / "pass_at_k.png", {n: [(k, 100 * v) for k, v in pts] for n, pts in curves.items()},
+               "k", "pass@k (%)", "pass@k (unbiased) per sampling stage", marker="o")
         made.append("pass_at_k.png")
     pairs = [(label(s), PAIR_FILES[s.split("/")[-1]][1], st.get("rows", 0)) for s, st in done
              if s.split("/")[-1] in PAIR_FILES]
@@ -134,16 +140,8 @@ def _simple_plots(root: Path, done, curves, plt) -> list[str]:
             if rows:
                 margins[label(s)] = [(r["step"], r["rewards/margins"]) for r in rows]
     if margins:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for name, pts in margins.items():
-            ax.plot([a for a, _ in pts], [b for _, b in pts], label=name)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("reward margin (chosen - rejected)")
-        ax.set_title("DPO margins during training")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(root / "margins.png", dpi=110)
-        plt.close(fig)
+        _lines(plt, root / "margins.png", margins, "training step", "reward margin (chosen - rejected)",
+               "DPO margins during training")
         made.append("margins.png")
     fig, ax = plt.subplots(figsize=(6, max(2.5, 0.28 * len(done) + 1)))
     ax.barh(range(len(done)), [st.get("seconds", 0) for _, st in done])
