@@ -1,20 +1,23 @@
 """How often the rollout locator finds the hand-marked first wrong step (the Step-DPO claim).
 
-    python bench/locator.py --model MODEL --fixture tests/fixtures/locator_marked.jsonl \
-        --rollouts 8 --chunk 4 --search binary --probe --calculator
+    mathpo loop configs/demo.yaml                       # makes runs/demo/iter_0/warmup_sft/model
+    python bench/locator.py --model runs/demo/iter_0/warmup_sft/model --calculator \
+        --rollouts 8 --chunk 4 --max-new-tokens 128
 
-The fixture holds wrong solutions, each with the first wrong step marked by hand (`marked_step`,
-1-based over `pairs.split.split(completion)`, and a `reason`), the exact `prompt` and `template`
-it was sampled with, and the question's correct samples (`--probe` estimates the success rate
-from the bare prompt by rollouts where there are none). Rollouts only carry signal where the
-model solves a fair share of the questions: measure with such a model.
+The fixture (tests/fixtures/locator_marked.jsonl) holds 40 wrong solutions of the demo's warm-up SFT
+model (SmolLM2-135M-Instruct after `warmup_sft` of configs/demo.yaml; 46.5% greedy on the held-out
+synthetic problems, 38.6% of its samples at T 0.8 correct), one per question, drawn at random from
+its `iter_1/sample` stage among questions it solved at least once. Each has its first wrong step
+marked by hand (`marked_step`, 1-based over `pairs.split.split(completion)`, and a `reason`), the
+exact `prompt` it was sampled with, and the question's correct samples. A step counts as right
+when its arithmetic is a correct move toward the answer (unit words aside); an answer line
+`#### N` given before the last needed operation is the wrong step.
 The locator never sees the marks. Prints per-solution results, then the figures last: exact hit
-rate, hit rate within one step, rollouts per solution, seconds.
+rate with its 95% (Wilson) interval, hit rate within one step, rollouts per solution, seconds.
+Rollouts only carry signal where the model solves a fair share of the questions: measure with such a model.
 
-Building the fixture (marks are then added by a person reading each solution):
-    mathpo sample --model MODEL --dataset synth-test.jsonl --template gsm8k --n 4 --out runs/loc
-    mathpo grade runs/loc/samples.jsonl --output runs/loc/graded.jsonl
-    python bench/locator.py --prepare runs/loc/graded.jsonl --fixture candidates.jsonl
+Building a fixture (marks are then added by a person reading each solution):
+    python bench/locator.py --prepare runs/demo/iter_1/sample/graded.jsonl --fixture candidates.jsonl
 """
 
 from __future__ import annotations
@@ -49,7 +52,11 @@ def score(rows: list[dict], found: list[int | None]) -> dict:
     near = sum(f is not None and abs(f - r["marked_step"]) <= 1 for r, f in zip(rows, found))
     early = sum(f is not None and f < r["marked_step"] for r, f in zip(rows, found))
     late = sum(f is not None and f > r["marked_step"] for r, f in zip(rows, found))
-    return {"solutions": n, "hit_rate": exact / n, "within_one": near / n, "too_early": early, "too_late": late,
+    from mathpo.grading.metrics import ci95
+
+    hits = [float(f == r["marked_step"]) for r, f in zip(rows, found)]
+    return {"solutions": n, "hit_rate": exact / n, "hit_rate_ci95": [round(x, 3) for x in ci95(hits)],
+            "within_one": near / n, "too_early": early, "too_late": late,
             "not_located": sum(f is None for f in found)}
 
 
@@ -124,8 +131,9 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps({**figures, "found": found}, indent=2))
     print(json.dumps(figures, indent=2))
+    lo, hi = figures["hit_rate_ci95"]
     print(f"hit rate {100 * figures['hit_rate']:.1f}% ({sum(f == r['marked_step'] for r, f in zip(rows, found))}"
-          f"/{len(rows)}), within one step {100 * figures['within_one']:.1f}%, "
+          f"/{len(rows)}, 95% interval {100 * lo:.1f}-{100 * hi:.1f}), within one step {100 * figures['within_one']:.1f}%, "
           f"{figures['rollouts_per_solution']} rollouts per solution, {figures['seconds']} s")
 
 

@@ -1,7 +1,7 @@
 """Benchmark: DPO on CPU, TRL's DPOTrainer with its defaults vs `mathpo train --method dpo`.
 
     python bench/training.py                      # 32 GSM8K pairs, SmolLM2-135M, batch 4, 8 steps
-    python bench/training.py --steps 4 --variants trl,mathpo,mathpo-lora
+    python bench/training.py --variants trl,mathpo,mathpo-lora,mathpo-nockpt
 
 Same 32 pairs (GSM8K train questions rendered with chat-boxed; chosen = the gold solution, rejected =
 the same solution with the digits of its last two lines changed, ~300 tokens a sequence), same model,
@@ -10,9 +10,10 @@ peak memory (ru_maxrss) is its own:
 - trl: DPOTrainer defaults in fp32 (bf16=False; TRL's bf16 default needs use_cpu on a CPU machine):
   reference model in memory, gradient checkpointing on, lr 1e-6;
 - mathpo: `mathpo.training.train("dpo", ...)` with mathpo's defaults (bf16 autocast where the CPU has it,
-  reference log-probs precomputed, no reference model, no gradient checkpointing, length-grouped);
-- mathpo-lora: the same with `lora=True` (its own default lr);
-- a `-ckpt` suffix (mathpo-ckpt, mathpo-lora-ckpt) turns gradient checkpointing on: less memory, slower.
+  reference log-probs precomputed, no reference model, gradient checkpointing on, TRL's fused LM head
+  with CPU tiles scoring completion positions only, length-grouped);
+- mathpo-lora: the same with `lora=True` (its own default lr; the frozen base in bf16);
+- a `-nockpt` suffix (mathpo-nockpt, mathpo-lora-nockpt) turns gradient checkpointing off: faster, more memory.
 Seconds per step = Trainer's train_runtime / steps (the reference pass of mathpo is reported apart).
 Prints a table, the ratios against trl, and last one JSON line with every figure.
 Timings are only comparable on a quiet machine (other work on the CPU slows every variant).
@@ -81,7 +82,7 @@ def run_variant(variant: str, pairs_path: str, steps: int, batch: int, out: str)
 
         train("dpo", model, rows, out, lora="-lora" in variant,
               overrides={"max_steps": steps, "per_device_train_batch_size": batch, "save_strategy": "no",
-                         "report_to": [], "gradient_checkpointing": variant.endswith("-ckpt")})
+                         "report_to": [], "gradient_checkpointing": not variant.endswith("-nockpt")})
         all_logs = read_jsonl(Path(out) / "metrics.jsonl")
         logs = [h for h in all_logs if "loss" in h]
         runtime = next(h["train_runtime"] for h in all_logs if "train_runtime" in h)

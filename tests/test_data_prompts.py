@@ -64,13 +64,27 @@ def test_bad_mapping(tmp_path):
         data.load(str(p))
 
 
+@pytest.mark.parametrize("name", ["gsm8k", "alpaca", "alpaca-step", "chat-gsm8k", "chat-step"])
+def test_prompt_tokens_are_a_prefix_of_prompt_plus_answer(tokenizer, name):
+    """Training tokenizes prompt + answer as one text; sampling sees the prompt's tokens alone. They
+    agree only if the prompt ends on a token boundary (no trailing space to merge into the answer)."""
+    t = prompts.get(name)
+    prompt = prompts.render(tokenizer, "Tom has 3 apples and buys 4. How many?", name)
+    answer = t.as_answer("He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7")
+    special = prompts.add_special_tokens(name)
+    p_ids = tokenizer(prompt, add_special_tokens=special).input_ids
+    full = tokenizer(prompt + answer, add_special_tokens=special).input_ids
+    assert full[:len(p_ids)] == p_ids
+    assert tokenizer.decode(full[len(p_ids):]) == answer
+
+
 def test_prompts(tokenizer):
     chat = prompts.render(tokenizer, "What is 2+3?", "chat-boxed")
     assert chat.endswith("<|im_start|>assistant\n") and "\\boxed{}" in chat
     step = prompts.render(tokenizer, "Q?", "chat-step", prefix=" 2+3=5.\nStep 2:")
     assert step.endswith("<|im_start|>assistant\nLet's think step by step.\nStep 1: 2+3=5.\nStep 2:")
     plain = prompts.render(tokenizer, "Q?", "gsm8k", fewshot=[{"question": "A?", "solution": "1\n#### 1"}])
-    assert plain == "Question: A?\nAnswer: 1\n#### 1\n\nQuestion: Q?\nAnswer: "
+    assert plain == "Question: A?\nAnswer: 1\n#### 1\n\nQuestion: Q?\nAnswer:"  # the model writes the space
     shots = prompts.render(tokenizer, "Q?", "chat-gsm8k", fewshot=[{"question": "A?", "solution": "#### 1"}])
     assert shots.count("<|im_start|>user") == 2 and "#### 1<|im_end|>" in shots
     with pytest.raises(UserError, match="unknown template"):

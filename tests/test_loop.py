@@ -39,7 +39,7 @@ def tiny_config(tmp_path, model_dir) -> dict:
                       "absent": {"dataset": str(tmp_path / "none.jsonl"), "optional": True}},
         "warmup_sft": {"overrides": {**train_fast, "max_steps": 40, "learning_rate": 3e-3, "lr_scheduler_type":
                                      "constant", "save_steps": 100}},
-        "sample": {**sample, "n": 3}, "rft": {**sample, "n": 2},
+        "sample": {**sample, "n": 3}, "rft": {**sample, "n": 2, "pool": "all"},
         "dpo": {"overrides": train_fast}, "sft": {"restart": "continue", "overrides": train_fast},
         "step": {**sample, "n": 4, "template": "gsm8k", "overrides": train_fast,
                  "pairs": {"rollouts": 4, "rectify_n": 4, "max_new_tokens": 24, "temperature": 1.0}},
@@ -124,6 +124,9 @@ def test_config_checks(tmp_path):
         load_config(None, ["dpo.bogus=1"], data=base)
     with pytest.raises(UserError, match="recipe"):
         load_config(None, ["recipe=grpo"], data=base)
+    with pytest.raises(UserError, match="rft.pool"):
+        load_config(None, ["rft.pool=some"], data=base)
+    assert load_config(None, ["rft.pool=all"], data=base)["rft"]["pool"] == "all"
     cfg = load_config(None, ["recipe=dpo-st+step-dpo", "sample.n=8", "dpo.overrides.beta=0.2"], data=base)
     assert cfg["recipe"] == ["dpo-st", "step-dpo"] and cfg["sample"]["n"] == 8
     assert cfg["dpo"]["overrides"] == {"beta": 0.2} and cfg["dpo"]["k"] == 3

@@ -25,6 +25,7 @@ def row(qid, k, completion, correct, question=None, solution=None, gold="9", pro
 
 
 REF = "Janet has 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\n#### 9"
+REF_ANS = " " + REF  # as a gsm8k answer: after "Answer:" the model writes the space itself
 S0 = "16 - 3 - 4 = 9 eggs. #### 9"
 S2 = "16 - 3 - 4 = 9 eggs left. #### 9"  # near duplicate of S0 (Jaccard 0.9)
 S3 = "16 + 3 + 4 = 23 eggs. #### 23"
@@ -53,8 +54,8 @@ def test_dpo_pairs_exact_and_pooled():
     got = [(r["id"], r["chosen"], r["rejected"]) for r in rows]
     # q1: positives [REF, S0] (S0 twice, S2 near-dup), negatives [S3, S4]; similarities
     # S0/S4 0.18 < REF/S4 0.20 < REF/S3 0.47 < S0/S3 0.64 -> the 3 least similar
-    assert got == [("q1", S0, S4), ("q1", REF, S4), ("q1", REF, S3),
-                   ("q4", "3 * 3 = <<3*3=9>>9\n#### 9", "3 + 3 = 6 #### 6")]
+    assert got == [("q1", S0, S4), ("q1", REF_ANS, S4), ("q1", REF_ANS, S3),
+                   ("q4", " 3 * 3 = <<3*3=9>>9\n#### 9", "3 + 3 = 6 #### 6")]
     assert all(r["prompt"] == P(f"question {r['id']}?") for r in rows)
     assert set(rows[0]) == {"prompt", "chosen", "rejected", "id"}
     assert stats["questions"] == 4 and stats["rows"] == 4
@@ -82,7 +83,7 @@ def test_rft_set_exact_with_cap():
     # solutions per question: q1 2 (REF, S0), q2 3, q4 1 -> p90 of [1, 2, 3] = 2.8 -> cap 2
     assert stats["cap"] == 2 and stats["dropped_by_cap"] == 1
     assert [(r["id"], r["completion"]) for r in rows] == [
-        ("q1", REF), ("q1", S0), ("q2", Q2[0]), ("q2", Q2[1]), ("q4", "3 * 3 = <<3*3=9>>9\n#### 9")]
+        ("q1", REF_ANS), ("q1", S0), ("q2", Q2[0]), ("q2", Q2[1]), ("q4", " 3 * 3 = <<3*3=9>>9\n#### 9")]
     assert set(rows[0]) == {"prompt", "completion", "id"}
     assert stats["skipped"] == {"no_correct": 1}
     rows, stats = rft.build(ROUND1 + ROUND2, None, T, cap_percentile=100)
@@ -92,7 +93,7 @@ def test_rft_set_exact_with_cap():
 def test_reference_written_in_the_template_format():
     sol = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
            "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
-    assert reference_completion(sol, "72", "gsm8k") == sol
+    assert reference_completion(sol, "72", "gsm8k") == " " + sol
     assert reference_completion(sol, "72", "chat-step") == (
         " Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
         "Step 2: Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n"
@@ -100,7 +101,7 @@ def test_reference_written_in_the_template_format():
     assert reference_completion(sol, "72", "chat-boxed").endswith("April and May.\nThe final answer is $\\boxed{72}$.")
     math_sol = "We have $x = 2$, so $x^2 = \\boxed{4}$."
     assert reference_completion(math_sol, "4", "chat-boxed") == math_sol
-    assert reference_completion(math_sol, "4", "gsm8k") == math_sol + "\n#### 4"
+    assert reference_completion(math_sol, "4", "gsm8k") == " " + math_sol + "\n#### 4"
 
 
 def test_reference_prompt_rendered_when_rows_have_none(tokenizer):

@@ -159,6 +159,42 @@ def test_build_step_rows_in_math_step_dpo_schema():
     assert stats["per_question"] == {"0": 1, "1": 1}
 
 
+def test_build_in_parts_resumes_after_a_kill_with_the_same_result(tmp_path):
+    many = [{**r, "id": f"{r['id']}-{k}", "question": f"{r['question']} ({k})"} for k in range(3) for r in graded()]
+    full = KnownSampler(poison=[WRONG[2]])
+    whole, whole_stats = steps.build(many, full, None, "chat-step", rollouts=4, chunk=4)
+    parts = tmp_path / "out.parts.jsonl"
+
+    class Killed(Exception):
+        pass
+
+    class DiesAfter(KnownSampler):
+        def __init__(self, calls):
+            super().__init__(poison=[WRONG[2]])
+            self.left = calls
+
+        def generate(self, prompts_, params, progress=None):
+            if self.left == 0:
+                raise Killed
+            self.left -= 1
+            return super().generate(prompts_, params, progress)
+
+    with pytest.raises(Killed):  # the first part (q1-0, q2-0) takes 2 calls, then the run dies
+        steps.build_in_parts(many, parts, DiesAfter(2), None, "chat-step", questions_per_part=2, rollouts=4, chunk=4)
+    saved = [json.loads(x) for x in parts.read_text().splitlines()]
+    assert [p["ids"] for p in saved] == [["q1-0", "q2-0"]]
+    sampler = KnownSampler(poison=[WRONG[2]])
+    rows, stats = steps.build_in_parts(many, parts, sampler, None, "chat-step", questions_per_part=2,
+                                       rollouts=4, chunk=4)
+    assert rows == whole and len(rows) == 3
+    assert stats["parts"] == {"count": 3, "resumed": 1}
+    for key in ("rows", "questions", "wrong_solutions", "skipped", "per_question", "rollouts_total"):
+        assert stats[key] == whole_stats[key], key
+    assert stats["locate"]["rollouts_per_located"] == whole_stats["locate"]["rollouts_per_located"]
+    # the finished part was not redone: this run rolled out 2 of the 3 parts' (equal) prompts
+    assert sampler.prompts * 3 == full.prompts * 2
+
+
 def test_build_rectifies_from_questions_samples_and_by_sampling():
     # error at step 1: the question's own correct sample gives the chosen step
     rows, stats = steps.build(graded(), KnownSampler(poison=[WRONG[0]]), None, "chat-step", rollouts=4)

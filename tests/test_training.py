@@ -213,6 +213,39 @@ def test_two_processes_ddp_on_cpu(tokenizer, small_model_dir, tmp_path):
     assert state["global_step"] == 2
 
 
+def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monkeypatch):
+    """mathpo's CPU settings of TRL's fused LM head (small tiles, completion positions only) change
+    memory and time, not the numbers: log-probs and gradients match TRL's defaults."""
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    for mod, name in ((kernel, "TOKEN_CHUNK_SIZE"), (trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"),
+                      (trl_utils, "_use_triton")):
+        monkeypatch.setattr(mod, name, getattr(mod, name))  # restored after the test
+    torch.manual_seed(0)
+    model = make_tiny_model(tokenizer, layers=1, hidden=32)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    ids = torch.randint(0, model.config.vocab_size, (3, 40))
+    labels = ids.clone()
+    labels[:, :25] = -100  # prompt positions
+
+    def run():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        return out.log_probs.detach(), model.get_output_embeddings().weight.grad.clone()
+
+    ref_lp, ref_grad = run()
+    assert trun.cpu_lm_head()
+    assert kernel.TOKEN_CHUNK_SIZE == 512 and trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 8192
+    assert trl_utils._use_triton(torch.device("cpu"))  # completion positions only
+    lp, grad = run()
+    assert (lp[:, :24] == 0).all() and (lp[:, 24:] < 0).all()  # prompt positions unscored
+    assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(grad, ref_grad, atol=1e-6)
+    assert trun.cpu_lm_head() and trl_utils._use_triton.mathpo_cpu  # idempotent: wrapped once
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train_*.yaml")), ids=lambda p: p.name)
 def test_example_configs_name_real_trl_fields(path):
     import yaml

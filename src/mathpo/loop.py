@@ -201,12 +201,15 @@ def step_pairs_stage(cfg: dict, model: str, graded: list[dict], d: Path, order: 
 
     st = cfg["step"]
     loaded, backend = _backend(cfg, model, st["template"])
-    rows, stats = steps.build(graded, backend, loaded.tokenizer, st["template"], seed=cfg["seed"],
-                              **(st.get("pairs") or {}))
+    settings = {"calculator": bool(st.get("calculator", cfg["calculator"])), **(st.get("pairs") or {})}
+    # finished groups of questions land in step.parts.jsonl first, so a killed stage resumes mid-way
+    rows, stats = steps.build_in_parts(graded, steps.parts_path(d / "step.jsonl"), backend, loaded.tokenizer,
+                                       st["template"], seed=cfg["seed"], **settings)
     del loaded, backend  # free the model before the next stage loads one
     gc.collect()
     rows = apply_curriculum(rows, order)
     write_jsonl(d / "step.jsonl", rows)
+    steps.parts_path(d / "step.jsonl").unlink(missing_ok=True)
     return {"rows": len(rows), "pairs": stats}
 
 
@@ -291,8 +294,13 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
         return dpo_model
     run.stage(f"{it}/sample_dpo", lambda d: sample_stage(cfg, dpo_model, questions, cfg["rft"], cfg["template"],
                                                          cfg["seed"] + 1000 + k, d))
-    pooled = _pooled(run, k, "sample_dpo") if cfg["rft"]["pool"] else \
-        read_jsonl(run.root / it / "sample_dpo" / "graded.jsonl")
+    pool = cfg["rft"]["pool"]
+    if pool == "all":  # the current model's samples too: more questions with a correct solution
+        pooled = _pooled(run, k, "sample") + _pooled(run, k, "sample_dpo")
+    elif pool:
+        pooled = _pooled(run, k, "sample_dpo")
+    else:
+        pooled = read_jsonl(run.root / it / "sample_dpo" / "graded.jsonl")
     run.stage(f"{it}/rft", lambda d: pairs_stage("rft", pooled, tokenizer, cfg["template"],
                                                  {"threshold": cfg["rft"]["threshold"],
                                                   "cap_percentile": cfg["rft"]["cap_percentile"]}, d, order))

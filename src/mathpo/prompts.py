@@ -29,6 +29,22 @@ class Template:
     stop: tuple[str, ...] = field(default_factory=tuple)  # where a completion ends (besides EOS)
     answer_format: str = "boxed"  # how the final answer is marked: boxed | hashes
 
+    # Trailing spaces of answer_start are not part of the prompt: BPE tokenizers merge a space into
+    # the next word ("Answer:" + " 12" is ':', ' 12'), so a prompt ending in a lone ' ' token is a
+    # context that training on prompt + answer never shows. The prompt ends at `prompt_end`, and
+    # answers (sampled or written) begin with `lead`.
+    @property
+    def prompt_end(self) -> str:
+        return self.answer_start.rstrip(" ")
+
+    @property
+    def lead(self) -> str:
+        return self.answer_start[len(self.prompt_end):]
+
+    def as_answer(self, text: str) -> str:
+        """A written solution as this template's answers begin (with `lead`, unless it has it)."""
+        return text if not self.lead or text[:1].isspace() else self.lead + text
+
 
 TEMPLATES = {t.name: t for t in [
     Template("chat-boxed", chat=True, user="{question}\n" + BOXED),
@@ -52,11 +68,13 @@ def get(name: str) -> Template:
 
 def render(tokenizer, question: str, template: str | Template = DEFAULT, prefix: str = "",
            fewshot: list[dict] = ()) -> str:
-    """The prompt text for `question`; `prefix` (partial answer) is appended after answer_start.
+    """The prompt text for `question`, ending with the template's `prompt_end`; `prefix` (a partial
+    answer, given the template's `lead` if it lacks it) is appended after it.
 
     `fewshot` rows need `question` and `solution`; for chat templates they become earlier turns.
     """
     t = get(template) if isinstance(template, str) else template
+    prefix = t.as_answer(prefix) if prefix else ""
 
     def fill(q: str) -> str:  # not str.format: instructions contain literal braces (\boxed{})
         return t.user.replace("{question}", q)
@@ -67,12 +85,12 @@ def render(tokenizer, question: str, template: str | Template = DEFAULT, prefix:
         messages = []
         for ex in fewshot:
             messages += [{"role": "user", "content": fill(ex["question"])},
-                         {"role": "assistant", "content": t.answer_start + ex["solution"]}]
+                         {"role": "assistant", "content": t.prompt_end + t.as_answer(ex["solution"])}]
         messages.append({"role": "user", "content": fill(question)})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text + t.answer_start + prefix
-    shots = "".join(fill(ex["question"]) + t.answer_start + ex["solution"] + "\n\n" for ex in fewshot)
-    return shots + fill(question) + t.answer_start + prefix
+        return text + t.prompt_end + prefix
+    shots = "".join(fill(ex["question"]) + t.prompt_end + t.as_answer(ex["solution"]) + "\n\n" for ex in fewshot)
+    return shots + fill(question) + t.prompt_end + prefix
 
 
 def add_special_tokens(template: str | Template) -> bool:

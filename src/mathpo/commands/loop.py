@@ -33,6 +33,8 @@ DEFAULTS = {
     "warmup_sft": {"enabled": True, "limit": None, "lora": False, "overrides": {}},
     "sample": {**SAMPLE, "questions": None, "start": 0},  # a window of the training set per iteration
     "dpo": {"k": 3, "threshold": 0.7, "pool": True, "lora": False, "overrides": {}},
+    # pool: true = the DPO models' samples of every iteration so far; all = also the samples DPO
+    # pairs were made from; false = this iteration's DPO model only
     "rft": {**SAMPLE, "n": 3, "threshold": 0.7, "cap_percentile": 90, "pool": True},
     "sft": {"enabled": True, "restart": "base", "lora": False, "overrides": {}},
     "step": {**SAMPLE, "template": "chat-step", "temperature": 0.8, "top_p": 0.95, "questions": None, "pairs": {},
@@ -87,6 +89,8 @@ def check(cfg: dict) -> dict:
         raise UserError(f"iterations must be a non-negative integer, got {cfg['iterations']}")
     if cfg["sft"]["restart"] not in ("base", "warmup", "continue"):
         raise UserError(f"sft.restart must be base, warmup or continue, got {cfg['sft']['restart']}")
+    if cfg["rft"]["pool"] not in (True, False, "all"):
+        raise UserError(f"rft.pool must be true, false or all, got {cfg['rft']['pool']}")
     if cfg["use_solutions"] not in (True, False, "labelled"):
         raise UserError(f"use_solutions must be true, false or labelled, got {cfg['use_solutions']}")
     bad = [p for p in cfg["eval"]["after"] if p not in EVAL_POINTS]

@@ -1,6 +1,7 @@
 """`mathpo pairs --kind dpo|rft|step --input GRADED.jsonl [--input MORE.jsonl] --output OUT.jsonl`:
 preference pairs (DPO-ST), RFT sets, or Step-DPO step pairs (`--model M`) from graded samples.
-Writes OUT.jsonl atomically and OUT.summary.json beside it, and prints the summary.
+Writes OUT.jsonl atomically and OUT.summary.json beside it, and prints the summary. `step` saves each
+finished group of questions to OUT.parts.jsonl first: re-running a killed run continues from there.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def register(sub) -> None:
     opts.add("--top-p", type=float, default=0.95, help="step: rollout nucleus sampling")
     opts.add("--max-new-tokens", type=int, default=256, help="step: tokens per rollout at most")
     opts.add("--seed", type=int, default=0, help="step: rollout seed")
+    opts.add("--calculator", action="store_true", default=False,
+             help="step: force <<expr=result>> annotations in rollouts to the calculator's result")
+    opts.add("--questions-per-part", type=int, default=32,
+             help="step: questions per unit of work saved to OUT.parts.jsonl (a killed run resumes there)")
     opts.add("--dataset-name", default=None, help="step: the `dataset` column (default: the rows' `dataset` or unknown)")
     opts.add("--judge-url", default=None, help="judge: OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     opts.add("--judge-model", default=None, help="judge: model name sent to the endpoint")
@@ -93,6 +98,8 @@ def run(args) -> int:
     stats["inputs"] = list(cfg["input"])
     write_jsonl(cfg["output"], out)
     write_json(summary_path(cfg["output"]), stats)
+    if kind == "step":
+        steps.parts_path(cfg["output"]).unlink(missing_ok=True)  # the output holds it all now
     print(format_summary(stats))
     print(f"wrote {cfg['output']}, {summary_path(cfg['output'])}")
     return 0
@@ -103,8 +110,10 @@ def _step(rows: list[dict], cfg: dict, template: str, model: str | None):
 
     if not model:
         raise UserError("--kind step needs --model (the model that samples rollouts and fixes)")
-    if cfg["rollouts"] < 1 or cfg["chunk"] < 1 or cfg["rectify_n"] < 0 or cfg["pairs_per_error"] < 1:
-        raise UserError("--rollouts, --chunk, --pairs-per-error must be >= 1 and --rectify-n >= 0")
+    if (cfg["rollouts"] < 1 or cfg["chunk"] < 1 or cfg["rectify_n"] < 0 or cfg["pairs_per_error"] < 1
+            or cfg["questions_per_part"] < 1):
+        raise UserError("--rollouts, --chunk, --pairs-per-error, --questions-per-part must be >= 1 "
+                        "and --rectify-n >= 0")
     if cfg["margin"] is not None and cfg["search"] != "linear":
         raise UserError("--margin compares neighbouring steps: use it with --search linear")
     judge = None
@@ -121,10 +130,12 @@ def _step(rows: list[dict], cfg: dict, template: str, model: str | None):
                           batch_size=cfg["batch_size"])
     wrong = len({(r["id"], r["completion"].strip()) for r in rows if not r["correct"]})
     with bar(wrong, "locating errors", "sol") as pbar:
-        return steps.build(rows, backend, loaded.tokenizer, template, locator=cfg["locator"], judge=judge,
+        return steps.build_in_parts(rows, steps.parts_path(cfg["output"]), backend, loaded.tokenizer, template,
+                           questions_per_part=cfg["questions_per_part"], locator=cfg["locator"], judge=judge,
                            rollouts=cfg["rollouts"], chunk=cfg["chunk"], search=cfg["search"], margin=cfg["margin"],
                            rectify_n=cfg["rectify_n"], pairs_per_error=cfg["pairs_per_error"], split_mode=cfg["split"],
                            temperature=cfg["temperature"], top_p=cfg["top_p"], max_new_tokens=cfg["max_new_tokens"],
                            seed=cfg["seed"], max_per_question=cfg["max_per_question"],
-                           probe_unsolved=bool(cfg["probe_unsolved"]), dataset=cfg["dataset_name"],
+                           probe_unsolved=bool(cfg["probe_unsolved"]), calculator=bool(cfg["calculator"]),
+                           dataset=cfg["dataset_name"],
                            progress=pbar.update)

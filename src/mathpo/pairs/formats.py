@@ -78,16 +78,18 @@ def load_pairs(path: str | Path, kind: str | None = None) -> tuple[str, list[dic
 
 def step_prompt(tokenizer, row: dict, template: str | prompts.Template) -> str:
     """The exact text a step row's chosen/rejected continue: the question (`prompt`) rendered with
-    `template`, whose answer_start is replaced by the row's `initial_reason_steps`. mathpo's rows
-    start with the answer_start; rows from elsewhere (Math-Step-DPO-10K: "Let's think step by
+    `template`, whose prompt_end is replaced by the row's `initial_reason_steps`. mathpo's rows
+    start with the prompt_end; rows from elsewhere (Math-Step-DPO-10K: "Let's think step by
     step.\nStep 1: ...") may lack its leading space or its opener, which are put back. Used by
     `mathpo pairs --kind step` (rollouts) and `mathpo train` (Step-DPO prompts) alike."""
     t = prompts.get(template) if isinstance(template, str) else template
     base = prompts.render(tokenizer, row["prompt"], t)
-    start, steps = t.answer_start, row["initial_reason_steps"] or ""
+    start, steps = t.prompt_end, row["initial_reason_steps"] or ""
     head = base[:len(base) - len(start)] if start else base
     if start and not steps.startswith(start):
         core = start.lstrip()
         lead = start[:len(start) - len(core)]
         steps = (lead + steps) if (not core or steps.startswith(core)) else (start + steps)
+    elif not start and steps:
+        steps = t.as_answer(steps)  # "Answer:" + " He has ...", as the model wrote it
     return head + steps

@@ -65,7 +65,7 @@ def reference_completion(solution: str, gold: str, template: str | prompts.Templ
     else:
         body = "\n".join(lines)
         body = re.sub(r"^\s+", "", body)
-    return (body + "\n" + answer_line) if body else answer_line
+    return t.as_answer((body + "\n" + answer_line) if body else answer_line)
 
 
 def build_pools(rows: list[dict], tokenizer, template: str, threshold: float,

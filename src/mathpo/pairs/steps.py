@@ -8,13 +8,13 @@ rectify (`pairs.rectify`: a correct next step sampled from the prefix before the
 Rows follow Math-Step-DPO-10K's schema plus `id`:
 - `prompt`: the raw question (not rendered);
 - `initial_reason_steps`: the answer text before the wrong step, starting with the template's
-  `answer_start` (for `chat-step`: "Let's think step by step.\\nStep 1: ...\\nStep 2:") and ending
+  `prompt_end` (for `chat-step`: "Let's think step by step.\\nStep 1: ...\\nStep 2:") and ending
   with the wrong step's "Step k:" marker when it has one;
 - `chosen` / `rejected`: one step each (the correct replacement / the wrong step), no EOS;
 - `full_chosen` / `full_rejected`: that step and everything the answer says after it;
 - `answer`: the gold answer; `dataset`: the rows' `dataset` field or the `dataset` option.
 The exact prompt a trainer must feed is `pairs.formats.step_prompt(tokenizer, row, template)`:
-`prompts.render(tokenizer, prompt, template)` with its `answer_start` replaced by
+`prompts.render(tokenizer, prompt, template)` with its `prompt_end` replaced by
 `initial_reason_steps` -- the text the rollouts continued, token for token.
 """
 
@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 from .. import prompts
+from ..records import JsonlAppender
 from ..sampling import SamplingParams
 from . import rectify
 from .locate import RolloutLocator, Task
 from .pool import group
 from .split import prefix, split, used_mode
-from .summary import finish
+from .summary import finish, merge
 
 
 def _position(e: int, n: int) -> str:
@@ -77,7 +79,7 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
           margin: float | None = None, rectify_n: int = 8, pairs_per_error: int = 1,
           split_mode: str = "auto", temperature: float = 0.7, top_p: float = 0.95,
           max_new_tokens: int = 256, seed: int = 0, max_per_question: int | None = None,
-          probe_unsolved: bool = False,
+          probe_unsolved: bool = False, calculator: bool = False,
           dataset: str | None = None, progress=None) -> tuple[list[dict], dict]:
     """Step pairs from graded rows. `backend` samples rollouts and fixes; `judge` (a
     `pairs.judge.JudgeLocator`) replaces rollouts for localization when locator='judge'."""
@@ -89,10 +91,10 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
                    "settings": {"rollouts": rollouts, "chunk": chunk, "search": search, "margin": margin,
                                 "rectify_n": rectify_n, "pairs_per_error": pairs_per_error, "probe_unsolved": probe_unsolved,
                                 "split": split_mode, "temperature": temperature, "top_p": top_p,
-                                "max_new_tokens": max_new_tokens, "seed": seed}}
+                                "max_new_tokens": max_new_tokens, "seed": seed, "calculator": calculator}}
     items = collect(graded_rows, tokenizer, template, split_mode, max_per_question, stats)
     params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                            stop=t.stop, seed=seed)
+                            stop=t.stop, seed=seed, calculator=calculator)
     tasks = [task for _, task in items]
     if locator == "rollout":
         loc = RolloutLocator(backend, params, rollouts=rollouts, chunk=chunk, search=search, margin=margin,
@@ -141,7 +143,7 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
     for (row, task, res), found in zip(located, fixes):
         e, steps = res.error, task.steps
         for chosen, cont in found:
-            rows.append({"prompt": row["question"], "initial_reason_steps": t.answer_start + prefix(steps, e - 1),
+            rows.append({"prompt": row["question"], "initial_reason_steps": t.prompt_end + prefix(steps, e - 1),
                          "chosen": chosen, "rejected": steps[e - 1].body, "full_chosen": cont,
                          "full_rejected": steps[e - 1].body + "".join(s.text for s in steps[e:]),
                          "answer": str(row["gold"]), "dataset": dataset or row.get("dataset") or "unknown",
@@ -151,3 +153,40 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
     stats["rows"] = len(rows)
     stats["rollouts_total"] = spent + cost
     return rows, finish(stats, t0)
+
+
+def parts_path(output: str | Path) -> Path:
+    """OUT.jsonl -> OUT.parts.jsonl: finished groups of a `step` run, kept until OUT is written."""
+    output = Path(output)
+    stem = output.name[:-len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(stem + ".parts.jsonl")
+
+
+def build_in_parts(graded_rows: list[dict], parts_path: str | Path, *args, questions_per_part: int = 32,
+                   progress=None, **kwargs) -> tuple[list[dict], dict]:
+    """`build` over groups of questions, each group's rows and summary appended to `parts_path` as it
+    finishes, so a killed run resumes at the first unfinished group. The grouping does not change the
+    random streams: each rollout's is keyed by (seed, prompt, sample), not by the batch it ran in.
+    The caller writes the final output and then removes `parts_path`."""
+    t0 = time.time()
+    log = JsonlAppender(parts_path)
+    done = {p["part"]: p for p in log.rows()}
+    ids = list(group(graded_rows))
+    parts = [ids[i:i + questions_per_part] for i in range(0, len(ids), questions_per_part)]
+    finished = []
+    for i, part_ids in enumerate(parts):
+        if i in done and done[i]["ids"] == part_ids:
+            finished.append(done[i])
+            if progress:
+                progress(done[i]["stats"].get("wrong_solutions", 0))
+            continue
+        keep = set(part_ids)
+        rows, stats = build([r for r in graded_rows if str(r["id"]) in keep], *args, progress=progress, **kwargs)
+        record = {"part": i, "ids": part_ids, "rows": rows, "stats": stats}
+        log.append([record])
+        finished.append(record)
+    rows = [r for p in finished for r in p["rows"]]
+    stats = merge([p["stats"] for p in finished]) if finished else {"kind": "step", "rows": 0, "questions": 0}
+    stats["parts"] = {"count": len(parts), "resumed": sum(1 for i in range(len(parts)) if i in done)}
+    stats["seconds_this_run"] = round(time.time() - t0, 2)
+    return rows, stats

@@ -61,3 +61,26 @@ def format_summary(stats: dict) -> str:
             lines.append(f"rollouts: {loc.get('rollouts', 0)} to locate ({loc['rollouts_per_located']} per located "
                          f"error), {stats.get('rectify', {}).get('rollouts', 0)} to rectify")
     return "\n".join(lines)
+
+
+def merge(parts: list[dict]) -> dict:
+    """One summary from the summaries of parts of a run (counts added, settings from the first part)."""
+    def add(a, b):
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = dict(a)
+            for k, v in b.items():
+                out[k] = add(out[k], v) if k in out else v
+            return out
+        if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+            return a + b
+        return a if a is not None else b
+
+    first = parts[0]
+    out = first
+    for p in parts[1:]:
+        out = add(out, p)
+    out["settings"] = first.get("settings")
+    loc = out.get("locate")
+    if loc:  # a ratio, so recomputed rather than added
+        loc["rollouts_per_located"] = round(loc["rollouts"] / loc["located"], 2) if loc.get("located") else None
+    return _plain(out)

@@ -88,7 +88,8 @@ def sft_rows(rows: list[dict], tokenizer, template: str) -> list[dict]:
             key = "completion" if row.get("completion") is not None else "solution"
             if row.get(key) is None:
                 raise UserError(f"{where}: a 'question' row needs 'solution' or 'completion' (fields: {', '.join(row)})")
-            prompt, completion = prompts.render(tokenizer, _text(row, "question", where), template), _text(row, key, where)
+            prompt = prompts.render(tokenizer, _text(row, "question", where), template)
+            completion = prompts.get(template).as_answer(_text(row, key, where))
         else:
             raise UserError(f"{where}: needs prompt+completion or question+solution (fields: {', '.join(row)})")
         out.append({"prompt": prompt, "completion": completion})
