@@ -76,6 +76,17 @@ def test_prompt_rule_for_pairs_and_step_rows(tokenizer):
     assert all(r["length"] > 3 for r in out)
 
 
+
+def test_plain_template_answers_start_with_the_space_the_prompt_leaves_out(tokenizer):
+    pair = tdata.preference_rows([{"question": "What is 1+1?", "chosen": "2", "rejected": "3"}], tokenizer,
+                                 "gsm8k")[0]
+    assert pair["prompt"].endswith("\nAnswer:") and (pair["chosen"], pair["rejected"]) == (" 2", " 3")
+    sft = tdata.sft_rows([{"question": "What is 1+1?", "solution": "1 + 1 = 2\n#### 2"},
+                          {"question": "Q?", "solution": " already spaced"}], tokenizer, "gsm8k")
+    assert [r["completion"] for r in sft] == [" 1 + 1 = 2\n#### 2", " already spaced"]
+    chat = tdata.sft_rows([{"question": "Q?", "solution": "x"}], tokenizer, "chat-boxed")[0]
+    assert chat["completion"] == "x"  # chat templates end the prompt on a newline: nothing added
+
 def test_sft_rows_and_errors(tokenizer):
     recs = [{"id": "g-0", "question": "Q?", "gold": "4", "solution": "2+2=4\n#### 4"}]
     out = tdata.sft_rows(recs + SFT[:1], tokenizer, "chat-gsm8k")

@@ -70,6 +70,8 @@ def preference_rows(rows: list[dict], tokenizer, template: str) -> list[dict]:
             prompt = _text(row, "prompt", where)
         elif row.get("question") is not None:
             prompt = prompts.render(tokenizer, _text(row, "question", where), template)
+            t = prompts.get(template)  # answers begin as the template's do (" He has ..." after "Answer:")
+            chosen, rejected = t.as_answer(chosen), t.as_answer(rejected)
         else:
             raise UserError(f"{where}: needs 'prompt' or 'question' (fields: {', '.join(row)})")
         if chosen == rejected:
