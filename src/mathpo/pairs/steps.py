@@ -31,7 +31,7 @@ from . import rectify
 from .locate import RolloutLocator, Task
 from .pool import group
 from .split import prefix, split, used_mode
-from .summary import finish, merge
+from .summary import finish, merge, sibling
 
 
 def _position(e: int, n: int) -> str:
@@ -157,9 +157,7 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
 
 def parts_path(output: str | Path) -> Path:
     """OUT.jsonl -> OUT.parts.jsonl: finished groups of a `step` run, kept until OUT is written."""
-    output = Path(output)
-    stem = output.name[:-len(".jsonl")] if output.name.endswith(".jsonl") else output.name
-    return output.with_name(stem + ".parts.jsonl")
+    return sibling(output, ".parts.jsonl")
 
 
 def build_in_parts(graded_rows: list[dict], parts_path: str | Path, *args, questions_per_part: int = 32,

@@ -25,11 +25,16 @@ def finish(stats: dict, t0: float) -> dict:
     return _plain(stats)
 
 
-def summary_path(output: str | Path) -> Path:
-    """OUT.jsonl -> OUT.summary.json (same folder)."""
+def sibling(output: str | Path, suffix: str) -> Path:
+    """OUT.jsonl -> OUT{suffix} in the same folder."""
     output = Path(output)
     stem = output.name[:-len(".jsonl")] if output.name.endswith(".jsonl") else output.name
-    return output.with_name(stem + ".summary.json")
+    return output.with_name(stem + suffix)
+
+
+def summary_path(output: str | Path) -> Path:
+    """OUT.jsonl -> OUT.summary.json (same folder)."""
+    return sibling(output, ".summary.json")
 
 
 def format_summary(stats: dict) -> str:
