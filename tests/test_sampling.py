@@ -8,7 +8,7 @@ import torch
 
 from mathpo.sampling import Completion, SamplingParams, sampler
 from mathpo.sampling.hf import HFBackend
-from mathpo.sampling.run import sample_records
+from mathpo.sampling.sample_stage import sample_records
 
 PROMPTS = ["Hello there", "What is 2+3?", "A much longer prompt about numbers and apples and pears " * 3,
            "Step 1: Tom has 3 apples."]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mathpo.serve import render
-from mathpo.serve.engine import Busy, Engine, Gate, GenParams
+from mathpo.serve.engine import Busy, Gate, GenParams, ServedModel
 
 
 def untied_tiny_model(tokenizer, seed: int = 0):
@@ -41,7 +41,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def engine(tokenizer):
-    return Engine("tiny", untied_tiny_model(tokenizer), tokenizer, max_waiting=2)
+    return ServedModel("tiny", untied_tiny_model(tokenizer), tokenizer, max_waiting=2)
 
 
 # ---- the gate -------------------------------------------------------------------------------------
@@ -102,11 +102,11 @@ def test_stop_string_cuts_the_text(engine):
 
 
 def test_calculator_forces_the_result(tokenizer):
-    calc = Engine("calc", untied_tiny_model(tokenizer), tokenizer, calculator=True)
+    calc = ServedModel("calc", untied_tiny_model(tokenizer), tokenizer, calculator=True)
     prompt = "Step 1: she has 48 / 2 + 7 = <<48/2+7="
     forced = calc.complete(prompt, GenParams(max_new_tokens=6))[0].text
     assert forced.startswith("31>>")
-    free = Engine("free", calc.model, tokenizer).complete(prompt, GenParams(max_new_tokens=6))[0].text
+    free = ServedModel("free", calc.model, tokenizer).complete(prompt, GenParams(max_new_tokens=6))[0].text
     assert not free.startswith("31>>")  # the random model alone would not write it
 
 
@@ -204,7 +204,7 @@ def client(engine, tokenizer):
     from mathpo.serve.api import router
     from mathpo.serve.engine import Limits
 
-    other = Engine("other", untied_tiny_model(tokenizer, seed=1), tokenizer)
+    other = ServedModel("other", untied_tiny_model(tokenizer, seed=1), tokenizer)
     app = FastAPI()
     app.include_router(router({"tiny": engine, "other": other}, Limits(max_new_tokens=16, max_k=4,
                                                                         max_prompt_chars=500)))

@@ -16,8 +16,8 @@ from conftest import make_tiny_model
 from mathpo import prompts
 from mathpo.cli import main
 from mathpo.errors import UserError
-from mathpo.training import data as tdata
-from mathpo.training import run as trun
+from mathpo.training import rows as tdata
+from mathpo.training import train_stage as trun
 from mathpo.training import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from . import grading
 from .grading.metrics import summarize
 from .records import read_jsonl, write_json, write_jsonl
 from .sampling import Backend, SamplingParams
-from .sampling.run import sample_records
+from .sampling.sample_stage import sample_records
 
 
 def evaluate(records: list[dict], backend: Backend, tokenizer, params: SamplingParams, out_dir: str | Path,

@@ -35,7 +35,7 @@ from .evaluation import evaluate
 from .grading.metrics import summarize
 from .records import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from .sampling import SamplingParams, get_backend
-from .sampling.run import sample_records
+from .sampling.sample_stage import sample_records
 
 DONE = "DONE.json"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import models
 from ..sampling import shard
-from ..sampling.run import sample_records
+from ..sampling.sample_stage import sample_records
 from . import common
 
 

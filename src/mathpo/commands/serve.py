@@ -68,13 +68,13 @@ def run(args) -> int:
 
     import uvicorn
 
-    from ..serve import Engine, Limits, build_app, example_questions
+    from ..serve import Limits, ServedModel, build_app, example_questions
 
     engines = []
     for i, name in enumerate(names):
         loaded = models.load(name, cfg["dtype"], cfg["device"], cfg["cache_dir"])
         shown = name if name not in [e.name for e in engines] else f"{name} ({i + 1})"
-        engines.append(Engine(shown, loaded.model, loaded.tokenizer, cfg["template"], cfg["queue"],
+        engines.append(ServedModel(shown, loaded.model, loaded.tokenizer, cfg["template"], cfg["queue"],
                               calculator=cfg["calculator"]))
     limits = Limits(cfg["max_new_tokens"], cfg["max_k"], cfg["max_question_chars"], cfg["max_prompt_chars"])
     examples = example_questions(cfg["examples"], cfg["examples_split"], cfg["data_dir"])

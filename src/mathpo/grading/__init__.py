@@ -19,8 +19,6 @@ from .symbolic import symbolic_many
 
 __all__ = ["grade", "grade_rows", "extract_answer", "equivalent", "check", "fast"]
 
-extract = extract_answer  # the first version's name, still used by older callers
-
 
 def grade(completion: str, gold: str, timeout: float | None = None) -> dict:
     pred, strict = extract_answer(completion or "")

@@ -37,7 +37,7 @@ class Row:
     finish: str | None = None
 
 
-class Engine:
+class BatchEngine:
     def __init__(self, model, tokenizer, max_slots: int, kv_bytes: int):
         self.model, self.tok = model, tokenizer
         self.max_slots, self.kv_bytes = max_slots, kv_bytes

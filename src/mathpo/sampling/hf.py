@@ -75,7 +75,7 @@ class HFBackend:
             self.engine = self._make_engine(kv_bytes, required=engine == "continuous")
 
     def _make_engine(self, kv_bytes: int, required: bool):
-        from .engine import Engine
+        from .engine import BatchEngine
         from .slots import NAME
 
         previous = getattr(self.model.config, "_attn_implementation", None)
@@ -90,7 +90,7 @@ class HFBackend:
             if required:
                 raise RuntimeError(f"{type(self.model).__name__} does not support continuous batching")
             return None
-        return Engine(self.model, self.tok, self.batch_size, kv_bytes)
+        return BatchEngine(self.model, self.tok, self.batch_size, kv_bytes)
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         return [self.tok(p, add_special_tokens=self.add_special_tokens).input_ids for p in prompts]

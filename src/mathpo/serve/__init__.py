@@ -15,9 +15,9 @@ import os
 # Before gradio is imported anywhere: no usage reports from a local demo.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from .engine import Busy, Engine, GenParams, Limits  # noqa: E402
+from .engine import Busy, GenParams, Limits, ServedModel  # noqa: E402
 
-__all__ = ["Busy", "Engine", "GenParams", "Limits", "build_app", "example_questions", "BUILTIN_EXAMPLES"]
+__all__ = ["Busy", "ServedModel", "GenParams", "Limits", "build_app", "example_questions", "BUILTIN_EXAMPLES"]
 
 BUILTIN_EXAMPLES = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -42,7 +42,7 @@ def example_questions(dataset: str | None = "gsm8k", split: str = "test", data_d
         return list(BUILTIN_EXAMPLES)
 
 
-def build_app(engines: list[Engine], limits: Limits = Limits(), examples: list[str] = (),
+def build_app(engines: list[ServedModel], limits: Limits = Limits(), examples: list[str] = (),
               log_dir: str | None = None, max_waiting: int = 8):
     """A FastAPI app: `/v1/...` routes first, the Gradio page mounted at `/`."""
     import gradio as gr

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .engine import Busy, Engine, GenParams, Limits
+from .engine import Busy, GenParams, Limits, ServedModel
 from .log import RequestLog
 
 
@@ -74,7 +74,7 @@ def _messages(body: dict, limits: Limits) -> list[dict]:
     return out
 
 
-def parse_request(body, engines: dict[str, Engine], limits: Limits) -> tuple[Engine, list[dict], GenParams, dict]:
+def parse_request(body, engines: dict[str, ServedModel], limits: Limits) -> tuple[ServedModel, list[dict], GenParams, dict]:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     name = body.get("model") or next(iter(engines))
@@ -101,7 +101,7 @@ def parse_request(body, engines: dict[str, Engine], limits: Limits) -> tuple[Eng
     return engines[name], messages, params, options
 
 
-def router(engines: dict[str, Engine], limits: Limits, log: RequestLog | None = None) -> APIRouter:
+def router(engines: dict[str, ServedModel], limits: Limits, log: RequestLog | None = None) -> APIRouter:
     api = APIRouter()
 
     @api.get("/v1/models")
@@ -155,13 +155,13 @@ def _last(stream):
     return last
 
 
-def _usage(engine: Engine, prompt: str, choices) -> dict:
+def _usage(engine: ServedModel, prompt: str, choices) -> dict:
     p = engine.count_tokens(prompt)
     c = sum(ch.tokens for ch in choices)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
-def _events(engine: Engine, prompt: str, params: GenParams, stream, head: dict, include_usage: bool, messages,
+def _events(engine: ServedModel, prompt: str, params: GenParams, stream, head: dict, include_usage: bool, messages,
             log):
     """Server-sent events for one streamed request (a sync generator; Starlette runs it in a thread)."""
     def event(choices: list[dict], usage=None) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .engine import Engine, Limits
+from .engine import Limits, ServedModel
 from .log import RequestLog
 from .solve import page_solver
 
@@ -31,7 +31,7 @@ def _label(name: str) -> str:
     return "/".join(parts[-2:]) if len(parts) > 2 else name
 
 
-def build_page(engines: list[Engine], limits: Limits, examples: list[str] = (),
+def build_page(engines: list[ServedModel], limits: Limits, examples: list[str] = (),
                log: RequestLog | None = None, max_waiting: int = 8) -> gr.Blocks:
     names = " vs ".join(f"`{_label(e.name)}`" for e in engines)
     with gr.Blocks(title="mathpo: watch a model reason", analytics_enabled=False) as page:

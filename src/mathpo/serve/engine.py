@@ -1,6 +1,6 @@
 """Generation for `mathpo serve`: one served model, k solutions streamed together, behind a gate.
 
-The page and the OpenAI endpoint both call `Engine.stream`, which runs `model.generate` in a
+The page and the OpenAI endpoint both call `ServedModel.stream`, which runs `model.generate` in a
 thread and yields the k growing completions after every decoding step. Generation is CPU/GPU
 bound, so each model runs one request at a time; `Gate` lets a bounded number wait behind it and
 refuses the rest at once (`Busy`), so a burst of requests gets a clear "busy" instead of piling up.
@@ -125,7 +125,7 @@ class _Cancelled(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-class Engine:
+class ServedModel:
     """A loaded model behind its gate; `name` is what the page shows and the API's `model` field."""
 
     def __init__(self, name: str, model, tokenizer, template: str = prompts.DEFAULT, max_waiting: int = 8,

@@ -19,8 +19,7 @@ _STEP = re.compile(r"^(\s*)(Step \d+:)", re.MULTILINE)
 
 def extract_answer(text: str) -> tuple[str | None, bool]:
     """(answer, strict) with the grader's extraction, so the page agrees with `mathpo grade`."""
-    fn = getattr(grading, "extract_answer", None) or grading.extract
-    return fn(text)
+    return grading.extract_answer(text)
 
 
 def same_answer(a: str, b: str) -> bool:
@@ -28,9 +27,8 @@ def same_answer(a: str, b: str) -> bool:
         return True
     # The grader's fast tier only: its sympy tier runs in worker processes, too slow for a live page;
     # undecided pairs count as different answers.
-    fast = getattr(grading, "fast", None)
     try:
-        return bool(fast(a, b)) if fast else bool(grading.equivalent(a, b))
+        return bool(grading.fast(a, b))
     except Exception:  # a grader failure on odd model text must not take the page down
         return False
 

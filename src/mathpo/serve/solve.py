@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 
-from .engine import Busy, Engine, GenParams, Limits
+from .engine import Busy, GenParams, Limits, ServedModel
 from .log import RequestLog
 from .render import extract_answer, page_view
 
 UPDATE_EVERY = 0.1  # seconds between page updates while streaming
 
 
-def page_solver(engine: Engine, limits: Limits, log: RequestLog | None = None):
+def page_solver(engine: ServedModel, limits: Limits, log: RequestLog | None = None):
     """The page's handler for one model: a generator of (answer, solution, samples table) updates."""
 
     def solve(question: str, k: float, temperature: float):

@@ -5,7 +5,7 @@
                  overrides={"beta": 0.1, "max_steps": 100})
     # path == "runs/dpo-1/model": a plain HF folder that mathpo.models.load(path) loads
 
-Rows (see `mathpo.training.data` for the exact rule):
+Rows (see `mathpo.training.rows` for the exact rule):
 - DPO: `{prompt, chosen, rejected}` with `prompt` already rendered (as `mathpo sample` writes it), or
   `{question, chosen, rejected}` rendered with `template`; Step-DPO rows (Math-Step-DPO-10K schema:
   `prompt` = question, `initial_reason_steps`, single-step `chosen`/`rejected`, ...) get the question
@@ -15,6 +15,6 @@ Whole completions end with the tokenizer's EOS (`<|im_end|>` for SmolLM2) so the
 Loss on completion tokens only.
 """
 
-from .run import METHODS, train
+from .train_stage import METHODS, train
 
 __all__ = ["METHODS", "train"]

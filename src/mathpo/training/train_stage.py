@@ -24,7 +24,7 @@ import yaml
 from .. import models
 from ..errors import UserError
 from ..records import atomic_write_text
-from . import data as rows_
+from . import rows as rows_
 from .metrics import MetricsLog
 
 log = logging.getLogger(__name__)
