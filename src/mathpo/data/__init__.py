@@ -9,13 +9,13 @@ the checkout (or the current folder) when that exists. Formats: ../shared/data/R
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
 from ..grading.extract import after_hashes, last_boxed
+from .files import read_file
 
 QUESTION_FIELDS = ("question", "problem", "input", "query", "instruction", "prompt")
 ANSWER_FIELDS = ("gold", "final_answer", "answer", "target", "label")
@@ -67,34 +67,6 @@ def data_dir(override: str | os.PathLike | None = None) -> Path | None:
         if cand.is_dir():
             return cand
     return None
-
-
-def _read_file(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        from ..records import read_jsonl
-
-        return read_jsonl(path)
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(data, dict):  # {"data": [...]} or similar single-key wrappers
-            lists = [v for v in data.values() if isinstance(v, list)]
-            data = lists[0] if len(lists) == 1 else None
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise UserError(f"{path}: expected a list of objects")
-        return data
-    if suffix in (".csv", ".parquet"):
-        import datasets
-
-        try:
-            ds = datasets.load_dataset(suffix[1:], data_files=str(path), split="train")
-        except Exception as e:  # datasets raises many types for unreadable files
-            raise UserError(f"{path}: cannot read ({str(e).splitlines()[0]})") from None
-        return ds.to_list()
-    raise UserError(f"{path}: unsupported file type '{suffix}' (jsonl, json, csv, parquet)")
 
 
 def _read_hub(name: str, split: str) -> list[dict]:
@@ -193,7 +165,7 @@ def load(name: str, split: str = "test", limit: int | None = None, data_root: st
         path = base / rel
         if not path.is_file():
             raise UserError(f"dataset {name}: {path} not found (set --data-dir)")
-        rows = _read_file(path)
+        rows = read_file(path)
         prefix = f"{name}-{split}"
         ids = list(range(len(rows)))[part]
         rows = rows[part]
@@ -208,7 +180,7 @@ def load(name: str, split: str = "test", limit: int | None = None, data_root: st
         path = Path(name).expanduser()
         if not path.is_file():
             raise UserError(f"no such file: {path}")
-        records = to_records(_read_file(path), mapping, str(path))
+        records = to_records(read_file(path), mapping, str(path))
     else:
         raise UserError(f"unknown dataset '{name}': a preset ({', '.join(PRESETS)}), a file, or hub:owner/name")
     if not records:

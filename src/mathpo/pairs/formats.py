@@ -7,18 +7,17 @@ Kinds, by their fields:
   full_rejected, answer, dataset) -- Math-Step-DPO-10K and `mathpo pairs --kind step`;
 - `dpo`: prompt, chosen, rejected -- DPO-ST and `mathpo pairs --kind dpo`;
 - `rft`: prompt, completion -- `mathpo pairs --kind rft`.
-Files: .jsonl, .json (a list of rows, or {column: [values]}), .parquet (as the hub ships them).
+Files: whatever `mathpo.data.files.read_file` reads (.jsonl, .json rows or columns, .csv, .parquet).
 Rows keep every field; a row without `id` gets its line number as one.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .. import prompts
+from ..data.files import read_file
 from ..errors import UserError
-from ..records import read_jsonl
 
 KINDS = {
     "step": ("prompt", "initial_reason_steps", "chosen", "rejected"),
@@ -32,34 +31,10 @@ def kind_of(row: dict) -> str | None:
     return next((k for k, fields in KINDS.items() if all(f in row for f in fields)), None)
 
 
-def _read_rows(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return read_jsonl(path)
-    if not path.is_file():
-        raise UserError(f"no such file: {path}")
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
-            keys = list(data)
-            data = [dict(zip(keys, vals)) for vals in zip(*data.values())]
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise UserError(f"{path}: expected a list of objects or an object of columns")
-        return data
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    raise UserError(f"{path}: unsupported pair file type '{suffix}' (.jsonl, .json, .parquet)")
-
-
 def load_pairs(path: str | Path, kind: str | None = None) -> tuple[str, list[dict]]:
     """(kind, rows) of a pair file; every row must be of one kind (`kind` if given)."""
     path = Path(path)
-    rows = _read_rows(path)
+    rows = read_file(path)
     if not rows:
         raise UserError(f"{path}: no rows")
     want = kind or kind_of(rows[0])

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import prompts
+from ..data.files import read_file
 from ..errors import UserError
 from ..pairs.formats import step_prompt
 
@@ -38,7 +39,7 @@ def read_rows(data: str | list[dict], data_dir: str | None = None) -> list[dict]
         path = Path(text).expanduser()
         name, _, split = text.partition(":")
         if path.is_file():
-            rows = datasets_._read_file(path)  # raw rows: pair files keep their own field names
+            rows = read_file(path)  # raw rows: pair files keep their own field names
         elif text.startswith("hub:"):
             rows = datasets_.load(text, "train", data_root=data_dir)
         elif name in datasets_.PRESETS:
