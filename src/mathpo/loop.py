@@ -216,10 +216,9 @@ def step_pairs_stage(cfg: dict, model: str, graded: list[dict], d: Path, order: 
 # ---- curriculum -------------------------------------------------------------------------------
 
 def pass_rates(graded: list[dict]) -> dict[str, float]:
-    by: dict[str, list[bool]] = {}
-    for r in graded:
-        by.setdefault(str(r["id"]), []).append(bool(r["correct"]))
-    return {k: sum(v) / len(v) for k, v in by.items()}
+    from .grading import metrics
+
+    return metrics.pass_rates(graded)
 
 
 def curriculum_order(cfg: dict, graded: list[dict]) -> dict | None:

@@ -15,7 +15,7 @@ import sys
 from math import comb, sqrt
 from pathlib import Path
 
-from .grading.metrics import pass_at_k
+from .grading.metrics import group, pass_at_k, pass_rates
 from .records import atomic_write_text, read_json, read_jsonl
 
 PAIR_FILES = {"pairs": ("dpo.jsonl", "DPO pairs"), "rft": ("rft.jsonl", "RFT rows"),
@@ -37,10 +37,7 @@ def label(stage: str) -> str:
 
 def correctness(root: Path, stage: str, test: str) -> dict[str, float]:
     """Per-question mean correctness of one eval stage on one test set."""
-    by: dict[str, list[bool]] = {}
-    for r in read_jsonl(root / stage / test / "graded.jsonl"):
-        by.setdefault(r["id"], []).append(bool(r["correct"]))
-    return {k: sum(v) / len(v) for k, v in by.items()}
+    return pass_rates(read_jsonl(root / stage / test / "graded.jsonl"))
 
 
 def paired(ref: dict[str, float], new: dict[str, float]) -> dict:
@@ -87,9 +84,7 @@ def _pass_curves(root: Path, done) -> dict[str, list[tuple[int, float]]]:
     curves = {}
     for stage, _ in done:
         for graded in sorted((root / stage).glob("**/graded.jsonl")):
-            by: dict[str, list[bool]] = {}
-            for r in read_jsonl(graded):
-                by.setdefault(r["id"], []).append(bool(r["correct"]))
+            by = {k: [bool(r["correct"]) for r in v] for k, v in group(read_jsonl(graded)).items()}
             n = min(len(v) for v in by.values()) if by else 0
             if n < 2:
                 continue

@@ -1,12 +1,13 @@
-"""Metrics over graded rows grouped by question `id`: accuracy, unbiased pass@k, maj@k.
+"""Metrics over graded rows grouped by question `id`: accuracy, unbiased pass@k, maj@k, and the
+group-by and majority vote behind them.
 
-Used by `mathpo eval` and the loop report.
+Used by `mathpo eval`, `mathpo pairs` (pools), `mathpo loop` (curriculum, report) and the web demo's vote.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from math import comb, sqrt
+from typing import Callable
 
 from .equivalence import equivalent
 from .normalize import normalize
@@ -22,19 +23,26 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def group(rows: list[dict]) -> dict[str, list[dict]]:
-    by_id: dict[str, list[dict]] = defaultdict(list)
+    """Rows by question id (as text), questions in first-seen order, each question's rows in input
+    order (stages write a question's samples in `sample` order; files of several rounds keep their
+    rounds apart). The one group-by: metrics, the pairs pools, the loop's curriculum, the report."""
+    by_id: dict[str, list[dict]] = {}
     for r in rows:
-        by_id[r["id"]].append(r)
-    for samples in by_id.values():
-        samples.sort(key=lambda r: r.get("sample", 0))
+        by_id.setdefault(str(r["id"]), []).append(r)
     return by_id
 
 
-def answer_classes(samples: list[dict]) -> list[list[dict]]:
+def pass_rates(rows: list[dict]) -> dict[str, float]:
+    """{question id: share of its rows graded correct}."""
+    return {k: sum(bool(r["correct"]) for r in v) / len(v) for k, v in group(rows).items()}
+
+
+def answer_classes(samples: list[dict], same: Callable[[str, str], bool] = equivalent) -> list[list[dict]]:
     """Samples with an answer, grouped so that equivalent answers (`1/2`, `0.5`, `\\frac12`) share a class.
 
     Classes are in order of first appearance; same normalized strings join without a check, the rest
-    are compared with each class's first answer by grading.equivalence.
+    are compared with each class's first answer by `same` (grading.equivalence by default; the web
+    demo passes the fast tier only).
     """
     classes: list[list[dict]] = []
     by_norm: dict[str, int] = {}
@@ -45,7 +53,7 @@ def answer_classes(samples: list[dict]) -> list[list[dict]]:
         key = normalize(str(pred))
         idx = by_norm.get(key)
         if idx is None:
-            idx = next((i for i, c in enumerate(classes) if equivalent(str(pred), str(c[0]["pred"]))), None)
+            idx = next((i for i, c in enumerate(classes) if same(str(pred), str(c[0]["pred"]))), None)
         if idx is None:
             classes.append([])
             idx = len(classes) - 1
@@ -54,14 +62,15 @@ def answer_classes(samples: list[dict]) -> list[list[dict]]:
     return classes
 
 
+def majority_class(samples: list[dict], same: Callable[[str, str], bool] = equivalent) -> list[dict]:
+    """The largest class of equivalent answers (ties: the class seen first); [] when no sample has one."""
+    return max(answer_classes(samples, same), key=len, default=[])  # max keeps the first of equal sizes
+
+
 def majority(samples: list[dict]) -> dict | None:
-    """First sample of the largest class of equivalent answers (ties: the class seen first); None when
-    no sample has an answer."""
-    classes = answer_classes(samples)
-    if not classes:
-        return None
-    best = max(len(c) for c in classes)
-    return next(c[0] for c in classes if len(c) == best)
+    """First sample of the majority class; None when no sample has an answer."""
+    best = majority_class(samples)
+    return best[0] if best else None
 
 
 def ci95(values: list[float]) -> list[float]:

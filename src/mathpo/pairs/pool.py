@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .. import prompts
 from ..errors import UserError
+from ..grading import metrics
 from ..grading.extract import after_hashes, last_boxed
 from .similarity import dedup
 
@@ -32,15 +33,13 @@ class Pool:
 
 
 def group(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows by question id, questions in first-seen order, rows in input order."""
-    by_id: dict[str, list[dict]] = {}
+    """Graded rows by question id (`grading.metrics.group`), after checking they are graded."""
     for i, r in enumerate(rows):
         missing = [k for k in REQUIRED if k not in r]
         if missing:
             raise UserError(f"graded row {i + 1} lacks {', '.join(missing)}: pairs need graded samples "
                             "(run `mathpo grade` first)")
-        by_id.setdefault(str(r["id"]), []).append(r)
-    return by_id
+    return metrics.group(rows)
 
 
 def reference_completion(solution: str, gold: str, template: str | prompts.Template) -> str:

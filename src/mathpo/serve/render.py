@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from .. import grading
+from ..grading.metrics import majority_class
 
 # `<<48/2=24>>` (GSM8K's annotation; what the calculator forces), after HTML escaping.
 _CALC = re.compile(r"&lt;&lt;([^=\n]{1,200}?)=([^\n]{0,60}?)&gt;&gt;")
@@ -56,21 +57,10 @@ class Vote:
 
 
 def vote(preds: list[str | None]) -> Vote:
-    """The most common answer (equivalent answers counted together; ties go to the earliest)."""
-    groups: list[list[str]] = []
-    for p in preds:
-        if p is None:
-            continue
-        for g in groups:
-            if same_answer(g[0], p):
-                g.append(p)
-                break
-        else:
-            groups.append([p])
-    if not groups:
-        return Vote(None, 0, len(preds))
-    best = max(groups, key=len)  # max keeps the first of equal lengths
-    return Vote(best[0], len(best), len(preds))
+    """The most common answer (equivalent answers counted together; ties go to the earliest): the
+    grader's majority vote (`grading.metrics`), with the fast tier as the equivalence check."""
+    best = majority_class([{"pred": p} for p in preds], same=same_answer)
+    return Vote(best[0]["pred"] if best else None, len(best), len(preds))
 
 
 def answer_markdown(text: str, finish: str | None) -> str:
