@@ -93,6 +93,33 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# The one dtype table: `--dtype` (loading) and `sample_dtype` (the hf backend) take these names.
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def dtype_named(name: str, what: str = "dtype"):
+    """The torch dtype of one of DTYPES' names; anything else is a UserError naming `what`."""
+    import torch
+
+    if name not in DTYPES:
+        raise UserError(f"unknown {what} '{name}' (auto, float32/fp32, bfloat16/bf16, float16/fp16)")
+    return getattr(torch, DTYPES[name])
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix multiply on this CPU (AVX512-BF16 or AMX-BF16; Linux flags, elsewhere no).
+
+    Not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`: oneDNN reports bf16 "support" on every
+    AVX512 CPU (`mayiuse(avx512_core)`) because it can emulate it, and emulated bf16 matmuls are
+    slower than fp32 ones; the question here is whether bf16 pays off."""
+    try:
+        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def pick_dtype(dtype: str, device: str):
     """`auto`: bf16 on CUDA with bf16 support, fp32 on CPU (bf16 is chosen per stage there)."""
     import torch
@@ -101,11 +128,7 @@ def pick_dtype(dtype: str, device: str):
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
-    except KeyError:
-        raise UserError(f"unknown dtype '{dtype}' (auto, float32, bfloat16, float16)") from None
+    return dtype_named(dtype)
 
 
 @dataclass

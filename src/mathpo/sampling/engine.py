@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
@@ -50,15 +50,6 @@ class BatchEngine:
     def slots_for(self, rows: int, length: int, n: int) -> int:
         per_slot = SlotCache.bytes_per_slot(self.model.config, length, self.model.dtype)
         return max(n, min(self.max_slots, rows, self.kv_bytes // per_slot))
-
-    def run(self, prompt_ids: list[list[int]], prompts: list[str], params: SamplingParams,
-            progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
-        out: list[list[Completion]] = [[] for _ in prompts]
-        for i, completions in self.stream(prompt_ids, prompts, params):
-            out[i] = completions
-            if progress:
-                progress(1)
-        return out
 
     def stream(self, prompt_ids: list[list[int]], prompts: list[str],
                params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:

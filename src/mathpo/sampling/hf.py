@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..errors import UserError
+from ..models import cpu_has_bf16, dtype_named
 from . import Completion, SamplingParams, truncate_at_stop
 from .calculator import CalculatorLogitsProcessor
 
@@ -25,25 +26,12 @@ log = logging.getLogger(__name__)
 GiB = 1 << 30
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 matrix multiply on this CPU (Linux flags); elsewhere assume not."""
-    try:
-        flags = open("/proc/cpuinfo", encoding="utf-8").read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
 def _dtype(name: str, model) -> torch.dtype:
     if name == "auto":
         if model.device.type == "cpu" and model.dtype == torch.float32 and cpu_has_bf16():
             return torch.bfloat16
         return model.dtype
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
-             "fp16": torch.float16, "float16": torch.float16}
-    if name not in names:
-        raise UserError(f"unknown sample dtype '{name}' (auto, bf16, fp32, fp16)")
-    return names[name]
+    return dtype_named(name, "sample dtype")
 
 
 def _default_kv_bytes(device: torch.device) -> int:

@@ -68,10 +68,7 @@ def bf16_available() -> bool:
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return models.cpu_has_bf16()  # native bf16 only: see there why not mkldnn's probe
 
 
 def config_values(method: str, out_dir: Path, lora: bool, overrides: dict) -> dict:
