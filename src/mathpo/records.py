@@ -3,7 +3,7 @@ batch-by-batch appends that a killed process can never leave half-written.
 
 Used by every subcommand (`mathpo sample`, `grade`, `pairs`, `train`, `eval`, `loop`).
 
-Row conventions (see DESIGN.md): every row has the question `id`; samples carry `sample`
+Row conventions: every row has the question `id`; samples carry `sample`
 (index within the question). Other fields are stage-specific and documented where written.
 """
 
@@ -88,8 +88,8 @@ class JsonlAppender:
     """Append rows in batches; each batch is one write() of whole lines followed by fsync.
 
     On open, a torn last line (from a kill mid-write on a filesystem without atomic appends)
-    is cut off, so the file always holds whole rows only. `done_keys` lets a resumed job skip
-    work already written.
+    is cut off, so the file always holds whole rows only. `rows()` returns what is already there,
+    so a resumed job can skip the work it holds.
     """
 
     def __init__(self, path: str | os.PathLike):
