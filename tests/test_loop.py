@@ -9,7 +9,7 @@ import pytest
 
 from mathpo import loop
 from mathpo.cli import main
-from mathpo.commands.loop import load_config
+from mathpo.loop_config import load_config
 from mathpo.errors import UserError
 from mathpo.records import read_jsonl, write_jsonl
 
