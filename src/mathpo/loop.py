@@ -197,14 +197,15 @@ def pairs_stage(kind: str, graded: list[dict], tokenizer, template: str, opts: d
 
 
 def step_pairs_stage(cfg: dict, model: str, graded: list[dict], d: Path, order: dict | None) -> dict:
+    from .loop_config import step_pair_options
     from .pairs import steps
 
     st = cfg["step"]
+    options = step_pair_options(cfg)  # step.pairs over the run's seed and calculator; judge set-up
     loaded, backend = _backend(cfg, model, st["template"])
-    settings = {"calculator": bool(st.get("calculator", cfg["calculator"])), **(st.get("pairs") or {})}
     # finished groups of questions land in step.parts.jsonl first, so a killed stage resumes mid-way
-    rows, stats = steps.build_in_parts(graded, steps.parts_path(d / "step.jsonl"), backend, loaded.tokenizer,
-                                       st["template"], seed=cfg["seed"], **settings)
+    rows, stats = options.build(graded, steps.parts_path(d / "step.jsonl"), backend, loaded.tokenizer,
+                                st["template"])
     del loaded, backend  # free the model before the next stage loads one
     gc.collect()
     rows = apply_curriculum(rows, order)
