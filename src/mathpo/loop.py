@@ -125,20 +125,20 @@ def sample_stage(cfg: dict, model: str, records: list[dict], section: dict, temp
             "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"], "sample_seconds": stats["seconds"]}
 
 
-def eval_stage(cfg: dict, model: str, d: Path) -> dict:
-    """Evaluate `model` on every test set; prints one line per set."""
+def eval_stage(cfg: dict, model: str, d: Path, root: Path) -> dict:
+    """Evaluate `model` on every test set of the run folder `root`; prints one line per set."""
     ev = cfg["eval"]
     loaded, backend = _backend(cfg, model, cfg["template"])
     params = _params(cfg, ev, cfg["seed"])
     out = {}
-    for path in sorted((Path(cfg["_root"]) / "data" / "test").glob("*.jsonl")):
+    for path in sorted((root / "data" / "test").glob("*.jsonl")):
         name = path.stem
         s = evaluate(read_jsonl(path), backend, loaded.tokenizer, params, d / name, model, name, cfg["template"],
                      ks=ev["ks"], workers=cfg["workers"])
         out[name] = {k: v for k, v in s.items() if k in ("n", "accuracy", "accuracy_ci95", "strict_accuracy")
                      or k.startswith(("pass@", "maj@"))}
         lo, hi = s["accuracy_ci95"]
-        print(f"  {d.relative_to(cfg['_root'])}: {name} accuracy {100 * s['accuracy']:.1f}% "
+        print(f"  {d.relative_to(root)}: {name} accuracy {100 * s['accuracy']:.1f}% "
               f"[{100 * lo:.1f}, {100 * hi:.1f}] (n={s['n']})")
     del loaded, backend  # free the model before the next stage loads one
     gc.collect()
@@ -153,13 +153,14 @@ def train_stage(cfg: dict, method: str, model: str, rows: list[dict], section: d
         print("  no training rows: model unchanged")
         return {"model": model, "rows": 0, "trained": False}
     write_jsonl(d / "train_rows.jsonl", rows)
-    overrides = {**(section.get("overrides") or {}), **(extra or {})}
+    args = {"method": method, "model": model, "lora": bool(section["lora"]), "template": template or cfg["template"],
+            "trl": {**section["overrides"], **(extra or {})}, "peft": section["peft"],
+            "merge_lora": section["merge_lora"]}
     if cfg["launcher"]:
-        path = _launch(cfg, method, model, d, bool(section.get("lora")), template or cfg["template"], overrides)
+        path = _launch(cfg, d, **args)
     else:
-        path = train(method, model, str(d / "train_rows.jsonl"), str(d), lora=bool(section.get("lora")),
-                     template=template or cfg["template"], overrides=overrides, resume=True,
-                     cache_dir=cfg["cache_dir"])
+        path = train(data=str(d / "train_rows.jsonl"), out_dir=str(d), resume=True, cache_dir=cfg["cache_dir"],
+                     **args)
     shutil.rmtree(d / "checkpoints", ignore_errors=True)  # the final model is saved; optimizer states are GBs
     logs = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
     steps = [r for r in logs if "loss" in r]
@@ -167,13 +168,13 @@ def train_stage(cfg: dict, method: str, model: str, rows: list[dict], section: d
     return {"model": str(path), "rows": len(rows), "trained": True, "final_log": last}
 
 
-def _launch(cfg: dict, method: str, model: str, d: Path, lora: bool, template: str, overrides: dict) -> str:
+def _launch(cfg: dict, d: Path, method: str, model: str, lora: bool, template: str, trl: dict, peft: dict,
+            merge_lora: bool) -> str:
     """Training in a child process under `launcher` (e.g. `accelerate launch --config_file ...`), so
     many GPUs train while the loop itself (sampling, grading, pairs) stays one process."""
-    own = {k: overrides[k] for k in ("peft", "merge_lora") if k in overrides}
-    trl = {k: v for k, v in overrides.items() if k not in ("peft", "merge_lora", "data_dir")}
     args_file = d / "train_args.yaml"
-    atomic_write_text(args_file, yaml.safe_dump({"trl": trl, **own}, sort_keys=False))
+    atomic_write_text(args_file, yaml.safe_dump({"trl": trl, "peft": peft, "merge_lora": merge_lora},
+                                                sort_keys=False))
     cmd = shlex.split(cfg["launcher"]) + ["-m", "mathpo.cli", "train", "--config", str(args_file),
                                           "--method", method, "--model", model, "--data", str(d / "train_rows.jsonl"),
                                           "--out", str(d), "--template", template, "--resume"]
@@ -290,7 +291,7 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
     dpo_model = run.stage(f"{it}/dpo", lambda d: train_stage(cfg, "dpo", current, pairs, cfg["dpo"], d,
                                                              extra=_curriculum_train(order)))["model"]
     if "dpo" in cfg["eval"]["after"]:
-        run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, dpo_model, d))
+        run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, dpo_model, d, run.root))
     if not cfg["sft"]["enabled"]:
         return dpo_model
     run.stage(f"{it}/sample_dpo", lambda d: sample_stage(cfg, dpo_model, questions, cfg["rft"], cfg["template"],
@@ -310,7 +311,7 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
     sft_model = run.stage(f"{it}/sft", lambda d: train_stage(cfg, "sft", start, rft_rows, cfg["sft"], d,
                                                              extra=_curriculum_train(order)))["model"]
     if "sft" in cfg["eval"]["after"]:
-        run.stage(f"{it}/eval_sft", lambda d: eval_stage(cfg, sft_model, d))
+        run.stage(f"{it}/eval_sft", lambda d: eval_stage(cfg, sft_model, d, run.root))
     return sft_model
 
 
@@ -327,16 +328,16 @@ def step_dpo(run: Run, k: int, current: str, questions: list[dict]) -> str:
                                                               template=st["template"],
                                                               extra=_curriculum_train(order)))["model"]
     if "step_dpo" in cfg["eval"]["after"]:
-        run.stage(f"{it}/eval_step", lambda d: eval_stage(cfg, model, d))
+        run.stage(f"{it}/eval_step", lambda d: eval_stage(cfg, model, d, run.root))
     return model
 
 
-def run_loop(cfg: dict) -> Path:
-    """Run (or resume) the whole loop from a complete config (`commands.loop.load_config`)."""
+def run_loop(cfg) -> Path:
+    """Run (or resume) the whole loop from a checked config (`loop_config.load` or `load_config`)."""
+    cfg = cfg if isinstance(cfg, dict) else cfg.as_dict()
     run = Run(cfg)
-    cfg["_root"] = str(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
-    write_json(run.root / "config.json", {k: v for k, v in cfg.items() if not k.startswith("_")})
+    write_json(run.root / "config.json", cfg)
     t0 = time.time()
     run.stage("data", lambda d: make_data(cfg, d))
     train = read_jsonl(run.root / "data" / "train.jsonl")
@@ -344,7 +345,7 @@ def run_loop(cfg: dict) -> Path:
     tokenizer = models.load_tokenizer(base)
     current = base
     if "base" in cfg["eval"]["after"]:
-        run.stage("iter_0/eval_base", lambda d: eval_stage(cfg, base, d))
+        run.stage("iter_0/eval_base", lambda d: eval_stage(cfg, base, d, run.root))
     w = cfg["warmup_sft"]
     if w["enabled"]:
         labelled = _labelled(cfg, train)
@@ -353,7 +354,7 @@ def run_loop(cfg: dict) -> Path:
         rows = [{"question": r["question"], "solution": r["solution"]} for r in labelled]
         current = run.stage("iter_0/warmup_sft", lambda d: train_stage(cfg, "sft", base, rows, w, d))["model"]
         if "warmup_sft" in cfg["eval"]["after"]:
-            run.stage("iter_0/eval", lambda d: eval_stage(cfg, current, d))
+            run.stage("iter_0/eval", lambda d: eval_stage(cfg, current, d, run.root))
     warm = current
     for k in range(1, cfg["iterations"] + 1):
         questions = _questions(cfg, train, k)
