@@ -38,6 +38,9 @@ from .sampling import SamplingParams, get_backend
 from .sampling.run import sample_records
 
 DONE = "DONE.json"
+ORDER = "stages.json"  # the run's stages in the order the loop reached them (the report's order)
+# evaluation folders are eval_<point> (eval.after's names); runs made before that used these
+LEGACY_EVAL = {"eval_warmup_sft": "eval", "eval_step_dpo": "eval_step"}
 
 
 class Run:
@@ -47,12 +50,22 @@ class Run:
         self.cfg = cfg
         self.root = Path(cfg["out"]) / cfg["name"]
         self.ran: list[str] = []  # stages run (not skipped) by this process
+        self.order: list[str] = read_json(self.root / ORDER) if (self.root / ORDER).is_file() else []
+
+    def _reached(self, rel: str) -> None:
+        if rel not in self.order:
+            self.order.append(rel)
+            write_json(self.root / ORDER, self.order)
 
     def stage(self, rel: str, fn) -> dict:
         d = self.root / rel
+        old = d.parent / LEGACY_EVAL.get(d.name, d.name)
+        if old != d and (old / DONE).is_file() and not d.exists():
+            old.rename(d)  # a run folder from before the eval_<point> names: adopt its result
         if (d / DONE).is_file():
             stats = read_json(d / DONE)
             print(f"[{rel}] done before ({stats.get('seconds', 0):.0f} s); skipped")
+            self._reached(rel)
             return stats
         d.mkdir(parents=True, exist_ok=True)
         print(f"[{rel}] running")
@@ -61,6 +74,7 @@ class Run:
         stats["seconds"] = round(time.time() - t0, 1)
         write_json(d / DONE, stats)
         self.ran.append(rel)
+        self._reached(rel)
         print(f"[{rel}] finished in {stats['seconds']:.0f} s")
         return stats
 
@@ -328,7 +342,7 @@ def step_dpo(run: Run, k: int, current: str, questions: list[dict]) -> str:
                                                               template=st["template"],
                                                               extra=_curriculum_train(order)))["model"]
     if "step_dpo" in cfg["eval"]["after"]:
-        run.stage(f"{it}/eval_step", lambda d: eval_stage(cfg, model, d, run.root))
+        run.stage(f"{it}/eval_step_dpo", lambda d: eval_stage(cfg, model, d, run.root))
     return model
 
 
@@ -354,7 +368,7 @@ def run_loop(cfg) -> Path:
         rows = [{"question": r["question"], "solution": r["solution"]} for r in labelled]
         current = run.stage("iter_0/warmup_sft", lambda d: train_stage(cfg, "sft", base, rows, w, d))["model"]
         if "warmup_sft" in cfg["eval"]["after"]:
-            run.stage("iter_0/eval", lambda d: eval_stage(cfg, current, d, run.root))
+            run.stage("iter_0/eval_warmup_sft", lambda d: eval_stage(cfg, current, d, run.root))
     warm = current
     for k in range(1, cfg["iterations"] + 1):
         questions = _questions(cfg, train, k)
