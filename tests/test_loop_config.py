@@ -3,6 +3,7 @@ load time (TRL fields, LoRA fields, step-pair options), fast enough to fail befo
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import time
@@ -21,15 +22,20 @@ BASE = {"train_data": {"synth": {"n": 5}}}
 def test_misspelt_trl_key_fails_in_one_line_in_under_two_seconds(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("train_data: {synth: {n: 3}}\ndpo: {overrides: {learnin_rate: 1.0e-5}}\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mathpo.cli", "loop", str(path)], capture_output=True, text=True,
                           env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}, timeout=60)
-    seconds = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the child: on a shared, loaded machine wall time measures the neighbours
+    # (about 0.6 s wall when the machine is quiet); torch or TRL imported would cost 3+ s of CPU
+    seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "dpo.overrides.learnin_rate" in lines[0] and "learning_rate" in lines[0], lines
     assert "DPOConfig" in lines[0]
-    assert seconds < 2, f"{seconds:.2f} s"
+    assert seconds < 2, f"{seconds:.2f} s of CPU ({wall:.2f} s wall)"
 
 
 @pytest.mark.parametrize("override, message", [
