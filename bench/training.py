@@ -81,7 +81,7 @@ def run_variant(variant: str, pairs_path: str, steps: int, batch: int, out: str)
         from mathpo.training import train
 
         train("dpo", model, rows, out, lora="-lora" in variant,
-              overrides={"max_steps": steps, "per_device_train_batch_size": batch, "save_strategy": "no",
+              trl={"max_steps": steps, "per_device_train_batch_size": batch, "save_strategy": "no",
                          "report_to": [], "gradient_checkpointing": not variant.endswith("-nockpt")})
         all_logs = read_jsonl(Path(out) / "metrics.jsonl")
         logs = [h for h in all_logs if "loss" in h]

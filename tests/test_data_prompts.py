@@ -9,23 +9,23 @@ from mathpo.errors import UserError
 
 @needs_data("gsm8k/test.jsonl", "gsm8k/train.jsonl")
 def test_gsm8k_preset():
-    recs = data.load("gsm8k", "test", limit=3, data_root=str(DATA))
+    recs = data.load("gsm8k", "test", limit=3, folder=str(DATA))
     assert recs[0]["id"] == "gsm8k-test-0" and recs[0]["gold"] == "18"
     assert "<<16-3-4=9>>" in recs[0]["solution"]
-    dev = data.load("gsm8k", "dev", data_root=str(DATA))
-    train = data.load("gsm8k", "train-6705", data_root=str(DATA))
+    dev = data.load("gsm8k", "dev", folder=str(DATA))
+    train = data.load("gsm8k", "train-6705", folder=str(DATA))
     assert len(dev) == 768 and len(train) == 6705
     assert not {r["id"] for r in dev} & {r["id"] for r in train}
 
 
 @needs_data("math500/test.jsonl", "math/test.jsonl", "multiarith/test.jsonl")
 def test_other_presets():
-    m5 = data.load("math500", "test", limit=1, data_root=str(DATA))[0]
+    m5 = data.load("math500", "test", limit=1, folder=str(DATA))[0]
     assert m5["gold"] == "\\left( 3, \\frac{\\pi}{2} \\right)" and m5["id"] == "test/precalculus/807.json"
     assert m5["subject"] == "Precalculus"
-    m = data.load("math", "test", limit=2, data_root=str(DATA))
+    m = data.load("math", "test", limit=2, folder=str(DATA))
     assert m[0]["gold"] == "2" and m[1]["gold"] == "10"
-    ma = data.load("multiarith", "test", limit=1, data_root=str(DATA))[0]
+    ma = data.load("multiarith", "test", limit=1, folder=str(DATA))[0]
     assert ma["gold"] == "39" and ma["question"].startswith("For Halloween")
 
 
@@ -51,7 +51,7 @@ def test_generic_file_with_mapping(tmp_path):
 ])
 def test_bad_dataset_inputs(name, kw, msg):
     with pytest.raises(UserError, match=msg):
-        data.load(name, data_root=str(DATA), **kw)
+        data.load(name, folder=str(DATA), **kw)
 
 
 def test_bad_mapping(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from mathpo import loop
 from mathpo.cli import main
-from mathpo.commands.loop import load_config
+from mathpo.loop_config import load_config
 from mathpo.errors import UserError
 from mathpo.records import read_jsonl, write_jsonl
 
@@ -18,7 +18,7 @@ from mathpo.records import read_jsonl, write_jsonl
 # for DPO pairs, RFT rows and step pairs located by rollouts.
 SOLUTION = "First, 2 + 3 = <<2+3=5>>5.\nSo there are 5 apples.\n#### 5"
 DPO_ST = ["sample", "pairs", "dpo", "eval_dpo", "sample_dpo", "rft", "sft", "eval_sft"]
-STEP = ["step_sample", "step_pairs", "step_dpo", "eval_step"]
+STEP = ["step_sample", "step_pairs", "step_dpo", "eval_step_dpo"]
 
 
 def tiny_config(tmp_path, model_dir) -> dict:
@@ -69,7 +69,7 @@ def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_
     with pytest.raises(KeyboardInterrupt):
         loop.run_loop(dict(cfg))
     first = finished(root)
-    assert first == {"data", "iter_0/warmup_sft", "iter_0/eval", "iter_1/sample", "iter_1/pairs",
+    assert first == {"data", "iter_0/warmup_sft", "iter_0/eval_warmup_sft", "iter_1/sample", "iter_1/pairs",
                      "iter_1/dpo", "iter_1/eval_dpo"}
     assert len(read_jsonl(root / "iter_1/sample_dpo/samples.jsonl")) == 2  # one question, n=2
 
@@ -99,7 +99,7 @@ def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_
         assert done[s]["trained"] and (root / s / "model" / "config.json").is_file()
         assert not (root / s / "checkpoints").exists()
     assert done["iter_1/pairs"]["rows"] > 0 and done["iter_1/rft"]["rows"] > 0
-    warm_acc = done["iter_0/eval"]["results"]["tiny"]["accuracy"]
+    warm_acc = done["iter_0/eval_warmup_sft"]["results"]["tiny"]["accuracy"]
     assert warm_acc > 0  # the warm-up SFT really trained: the tiny model now answers 5
     step_rows = read_jsonl(root / "iter_1/step_pairs/step.jsonl")
     assert step_rows and done["iter_1/step_dpo"]["trained"]
@@ -155,3 +155,26 @@ def test_questions_window_and_which_solutions_stay():
     assert [r["id"] for r in loop._questions(cfg, train, 3)] == ["0", "1", "2", "3"]  # wraps around
     cfg["use_solutions"] = False
     assert not any("solution" in r for r in loop._questions(cfg, train, 1))
+
+
+def test_stage_order_is_the_runs_own_and_old_eval_folders_are_adopted(tmp_path):
+    import os
+
+    from mathpo import report
+
+    run = loop.Run({"out": str(tmp_path), "name": "r"})
+    (run.root / "iter_0" / "eval").mkdir(parents=True)  # a warm-up eval written by an older mathpo
+    (run.root / "iter_0" / "eval" / loop.DONE).write_text(json.dumps({"results": {}, "seconds": 1}))
+    for rel in ("data", "iter_1/sample", "iter_1/pairs"):
+        run.stage(rel, lambda d: {"rows": 1})
+    adopted = run.stage("iter_0/eval_warmup_sft", lambda d: pytest.fail("a finished eval must not rerun"))
+    assert adopted["results"] == {} and (run.root / "iter_0/eval_warmup_sft" / loop.DONE).is_file()
+    assert not (run.root / "iter_0" / "eval").exists()
+    # modification times say the opposite order; the report follows the run's own
+    for i, rel in enumerate(("iter_1/pairs", "iter_1/sample", "data")):
+        os.utime(run.root / rel / loop.DONE, (1000 + i, 1000 + i))
+    assert [s for s, _ in report.stages(run.root)] == ["data", "iter_1/sample", "iter_1/pairs",
+                                                       "iter_0/eval_warmup_sft"]
+    assert report.label("iter_0/eval_warmup_sft") == "it0:warmup_sft" and report.label("iter_2/eval_step_dpo") == "it2:step_dpo"
+    # a fresh Run over the same folder keeps the recorded order
+    assert loop.Run({"out": str(tmp_path), "name": "r"}).order[:3] == ["data", "iter_1/sample", "iter_1/pairs"]

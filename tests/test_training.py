@@ -146,7 +146,7 @@ def test_sft_completion_ends_with_eos_and_only_it_is_trained(tokenizer, small_mo
 def test_dpo_full_moves_weights_and_raises_margin_then_resumes(tokenizer, small_model_dir, tmp_path):
     out = tmp_path / "dpo"
     path = train("dpo", str(small_model_dir), PAIRS, str(out),
-                 overrides={**FAST, "max_steps": 3, "save_strategy": "steps", "save_steps": 1, "report_to": ["tensorboard"]})
+                 trl={**FAST, "max_steps": 3, "save_strategy": "steps", "save_steps": 1, "report_to": ["tensorboard"]})
     assert path == str(out / "model")
     before = completion_logps(small_model_dir, PAIRS, "chosen", tokenizer) - \
         completion_logps(small_model_dir, PAIRS, "rejected", tokenizer)
@@ -166,14 +166,14 @@ def test_dpo_full_moves_weights_and_raises_margin_then_resumes(tokenizer, small_
 
     shutil.rmtree(out / "model")
     train("dpo", str(small_model_dir), PAIRS, str(out), resume=True,
-          overrides={**FAST, "max_steps": 4, "save_strategy": "steps", "save_steps": 1})
+          trl={**FAST, "max_steps": 4, "save_strategy": "steps", "save_steps": 1})
     steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert steps == [1, 2, 3, 4]
 
 
 def test_sft_lowers_loss_on_its_data(tokenizer, small_model_dir, tmp_path):
     before = -completion_logps(small_model_dir, SFT, "completion", tokenizer).mean()
-    path = train("sft", str(small_model_dir), SFT, str(tmp_path / "sft"), overrides={**FAST, "max_steps": 4})
+    path = train("sft", str(small_model_dir), SFT, str(tmp_path / "sft"), trl={**FAST, "max_steps": 4})
     after = -completion_logps(path, SFT, "completion", tokenizer).mean()
     assert after < before - 1.0, (before, after)
 
@@ -266,4 +266,4 @@ def test_example_configs_name_real_trl_fields(path):
     values = trun.config_values(cfg["method"], Path("x"), bool(cfg.get("lora")), cfg.get("trl") or {})
     trun._trl_config_class(cfg["method"])(**{**values, "use_cpu": True})  # TRL accepts the values
     if cfg.get("lora"):
-        trun.lora_config(cfg)
+        trun.lora_config(cfg.get("peft") or {})

@@ -99,3 +99,67 @@ class Options:
                 cfg[dest] = value
         apply_overrides(cfg, list(getattr(args, "overrides", []) or []), known=set(self.defaults))
         return cfg
+
+
+def unknown_key(key: str, valid, what: str, of: str = "") -> UserError:
+    """One line naming the key and the nearest valid names (difflib matches the key's last part)."""
+    import difflib
+
+    near = difflib.get_close_matches(key.rpartition(".")[2], sorted(valid), n=3)
+    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+    return UserError(f"unknown {what} '{key}'{of}{hint}")
+
+
+def _type_ok(value: Any, hint) -> bool:
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def _type_name(hint) -> str:
+    import typing
+
+    args = typing.get_args(hint) or (hint,)
+    return " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+
+
+def build_dataclass(cls, raw: Any, where: str = "", what: str = "option"):
+    """An instance of dataclass `cls` from a mapping (a YAML section): unknown keys (with the nearest
+    name) and values of the wrong type are one-line errors naming `where + key`; nested dataclass
+    fields are built from nested mappings; an empty YAML section (None) reads as {} or []."""
+    import dataclasses
+    import typing
+
+    if not isinstance(raw, dict):
+        raise UserError(f"{what} '{where.rstrip('.')}' must be a section")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        key = str(key).replace("-", "_")
+        if key not in names:
+            raise unknown_key(where + key, names, what)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = build_dataclass(hint, value, f"{where}{key}.", what)
+            continue
+        if value is None and hint in (dict, list):
+            value = hint()
+        if isinstance(value, str) and _type_ok(1.0, hint) and not _type_ok(value, hint):
+            try:  # YAML 1.1 reads `1e-4` (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
+        if not _type_ok(value, hint):
+            raise UserError(f"{what} '{where}{key}' must be {_type_name(hint)}, got {value!r}")
+        values[key] = value
+    return cls(**values)

@@ -38,6 +38,9 @@ from .sampling import SamplingParams, get_backend
 from .sampling.sample_stage import sample_records
 
 DONE = "DONE.json"
+ORDER = "stages.json"  # the run's stages in the order the loop reached them (the report's order)
+# evaluation folders are eval_<point> (eval.after's names); runs made before that used these
+LEGACY_EVAL = {"eval_warmup_sft": "eval", "eval_step_dpo": "eval_step"}
 
 
 class Run:
@@ -47,12 +50,22 @@ class Run:
         self.cfg = cfg
         self.root = Path(cfg["out"]) / cfg["name"]
         self.ran: list[str] = []  # stages run (not skipped) by this process
+        self.order: list[str] = read_json(self.root / ORDER) if (self.root / ORDER).is_file() else []
+
+    def _reached(self, rel: str) -> None:
+        if rel not in self.order:
+            self.order.append(rel)
+            write_json(self.root / ORDER, self.order)
 
     def stage(self, rel: str, fn) -> dict:
         d = self.root / rel
+        old = d.parent / LEGACY_EVAL.get(d.name, d.name)
+        if old != d and (old / DONE).is_file() and not d.exists():
+            old.rename(d)  # a run folder from before the eval_<point> names: adopt its result
         if (d / DONE).is_file():
             stats = read_json(d / DONE)
             print(f"[{rel}] done before ({stats.get('seconds', 0):.0f} s); skipped")
+            self._reached(rel)
             return stats
         d.mkdir(parents=True, exist_ok=True)
         print(f"[{rel}] running")
@@ -61,6 +74,7 @@ class Run:
         stats["seconds"] = round(time.time() - t0, 1)
         write_json(d / DONE, stats)
         self.ran.append(rel)
+        self._reached(rel)
         print(f"[{rel}] finished in {stats['seconds']:.0f} s")
         return stats
 
@@ -125,20 +139,20 @@ def sample_stage(cfg: dict, model: str, records: list[dict], section: dict, temp
             "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"], "sample_seconds": stats["seconds"]}
 
 
-def eval_stage(cfg: dict, model: str, d: Path) -> dict:
-    """Evaluate `model` on every test set; prints one line per set."""
+def eval_stage(cfg: dict, model: str, d: Path, root: Path) -> dict:
+    """Evaluate `model` on every test set of the run folder `root`; prints one line per set."""
     ev = cfg["eval"]
     loaded, backend = _backend(cfg, model, cfg["template"])
     params = _params(cfg, ev, cfg["seed"])
     out = {}
-    for path in sorted((Path(cfg["_root"]) / "data" / "test").glob("*.jsonl")):
+    for path in sorted((root / "data" / "test").glob("*.jsonl")):
         name = path.stem
         s = evaluate(read_jsonl(path), backend, loaded.tokenizer, params, d / name, model, name, cfg["template"],
                      ks=ev["ks"], workers=cfg["workers"])
         out[name] = {k: v for k, v in s.items() if k in ("n", "accuracy", "accuracy_ci95", "strict_accuracy")
                      or k.startswith(("pass@", "maj@"))}
         lo, hi = s["accuracy_ci95"]
-        print(f"  {d.relative_to(cfg['_root'])}: {name} accuracy {100 * s['accuracy']:.1f}% "
+        print(f"  {d.relative_to(root)}: {name} accuracy {100 * s['accuracy']:.1f}% "
               f"[{100 * lo:.1f}, {100 * hi:.1f}] (n={s['n']})")
     del loaded, backend  # free the model before the next stage loads one
     gc.collect()
@@ -153,13 +167,14 @@ def train_stage(cfg: dict, method: str, model: str, rows: list[dict], section: d
         print("  no training rows: model unchanged")
         return {"model": model, "rows": 0, "trained": False}
     write_jsonl(d / "train_rows.jsonl", rows)
-    overrides = {**(section.get("overrides") or {}), **(extra or {})}
+    args = {"method": method, "model": model, "lora": bool(section["lora"]), "template": template or cfg["template"],
+            "trl": {**section["overrides"], **(extra or {})}, "peft": section["peft"],
+            "merge_lora": section["merge_lora"]}
     if cfg["launcher"]:
-        path = _launch(cfg, method, model, d, bool(section.get("lora")), template or cfg["template"], overrides)
+        path = _launch(cfg, d, **args)
     else:
-        path = train(method, model, str(d / "train_rows.jsonl"), str(d), lora=bool(section.get("lora")),
-                     template=template or cfg["template"], overrides=overrides, resume=True,
-                     cache_dir=cfg["cache_dir"])
+        path = train(data=str(d / "train_rows.jsonl"), out_dir=str(d), resume=True, cache_dir=cfg["cache_dir"],
+                     **args)
     shutil.rmtree(d / "checkpoints", ignore_errors=True)  # the final model is saved; optimizer states are GBs
     logs = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
     steps = [r for r in logs if "loss" in r]
@@ -167,13 +182,13 @@ def train_stage(cfg: dict, method: str, model: str, rows: list[dict], section: d
     return {"model": str(path), "rows": len(rows), "trained": True, "final_log": last}
 
 
-def _launch(cfg: dict, method: str, model: str, d: Path, lora: bool, template: str, overrides: dict) -> str:
+def _launch(cfg: dict, d: Path, method: str, model: str, lora: bool, template: str, trl: dict, peft: dict,
+            merge_lora: bool) -> str:
     """Training in a child process under `launcher` (e.g. `accelerate launch --config_file ...`), so
     many GPUs train while the loop itself (sampling, grading, pairs) stays one process."""
-    own = {k: overrides[k] for k in ("peft", "merge_lora") if k in overrides}
-    trl = {k: v for k, v in overrides.items() if k not in ("peft", "merge_lora", "data_dir")}
     args_file = d / "train_args.yaml"
-    atomic_write_text(args_file, yaml.safe_dump({"trl": trl, **own}, sort_keys=False))
+    atomic_write_text(args_file, yaml.safe_dump({"trl": trl, "peft": peft, "merge_lora": merge_lora},
+                                                sort_keys=False))
     cmd = shlex.split(cfg["launcher"]) + ["-m", "mathpo.cli", "train", "--config", str(args_file),
                                           "--method", method, "--model", model, "--data", str(d / "train_rows.jsonl"),
                                           "--out", str(d), "--template", template, "--resume"]
@@ -197,14 +212,15 @@ def pairs_stage(kind: str, graded: list[dict], tokenizer, template: str, opts: d
 
 
 def step_pairs_stage(cfg: dict, model: str, graded: list[dict], d: Path, order: dict | None) -> dict:
+    from .loop_config import step_pair_options
     from .pairs import steps
 
     st = cfg["step"]
+    options = step_pair_options(cfg)  # step.pairs over the run's seed and calculator; judge set-up
     loaded, backend = _backend(cfg, model, st["template"])
-    settings = {"calculator": bool(st.get("calculator", cfg["calculator"])), **(st.get("pairs") or {})}
     # finished groups of questions land in step.parts.jsonl first, so a killed stage resumes mid-way
-    rows, stats = steps.build_in_parts(graded, steps.parts_path(d / "step.jsonl"), backend, loaded.tokenizer,
-                                       st["template"], seed=cfg["seed"], **settings)
+    rows, stats = options.build(graded, steps.parts_path(d / "step.jsonl"), backend, loaded.tokenizer,
+                                st["template"])
     del loaded, backend  # free the model before the next stage loads one
     gc.collect()
     rows = apply_curriculum(rows, order)
@@ -288,7 +304,7 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
     dpo_model = run.stage(f"{it}/dpo", lambda d: train_stage(cfg, "dpo", current, pairs, cfg["dpo"], d,
                                                              extra=_curriculum_train(order)))["model"]
     if "dpo" in cfg["eval"]["after"]:
-        run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, dpo_model, d))
+        run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, dpo_model, d, run.root))
     if not cfg["sft"]["enabled"]:
         return dpo_model
     run.stage(f"{it}/sample_dpo", lambda d: sample_stage(cfg, dpo_model, questions, cfg["rft"], cfg["template"],
@@ -308,7 +324,7 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
     sft_model = run.stage(f"{it}/sft", lambda d: train_stage(cfg, "sft", start, rft_rows, cfg["sft"], d,
                                                              extra=_curriculum_train(order)))["model"]
     if "sft" in cfg["eval"]["after"]:
-        run.stage(f"{it}/eval_sft", lambda d: eval_stage(cfg, sft_model, d))
+        run.stage(f"{it}/eval_sft", lambda d: eval_stage(cfg, sft_model, d, run.root))
     return sft_model
 
 
@@ -325,16 +341,16 @@ def step_dpo(run: Run, k: int, current: str, questions: list[dict]) -> str:
                                                               template=st["template"],
                                                               extra=_curriculum_train(order)))["model"]
     if "step_dpo" in cfg["eval"]["after"]:
-        run.stage(f"{it}/eval_step", lambda d: eval_stage(cfg, model, d))
+        run.stage(f"{it}/eval_step_dpo", lambda d: eval_stage(cfg, model, d, run.root))
     return model
 
 
-def run_loop(cfg: dict) -> Path:
-    """Run (or resume) the whole loop from a complete config (`commands.loop.load_config`)."""
+def run_loop(cfg) -> Path:
+    """Run (or resume) the whole loop from a checked config (`loop_config.load` or `load_config`)."""
+    cfg = cfg if isinstance(cfg, dict) else cfg.as_dict()
     run = Run(cfg)
-    cfg["_root"] = str(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
-    write_json(run.root / "config.json", {k: v for k, v in cfg.items() if not k.startswith("_")})
+    write_json(run.root / "config.json", cfg)
     t0 = time.time()
     run.stage("data", lambda d: make_data(cfg, d))
     train = read_jsonl(run.root / "data" / "train.jsonl")
@@ -342,7 +358,7 @@ def run_loop(cfg: dict) -> Path:
     tokenizer = models.load_tokenizer(base)
     current = base
     if "base" in cfg["eval"]["after"]:
-        run.stage("iter_0/eval_base", lambda d: eval_stage(cfg, base, d))
+        run.stage("iter_0/eval_base", lambda d: eval_stage(cfg, base, d, run.root))
     w = cfg["warmup_sft"]
     if w["enabled"]:
         labelled = _labelled(cfg, train)
@@ -351,7 +367,7 @@ def run_loop(cfg: dict) -> Path:
         rows = [{"question": r["question"], "solution": r["solution"]} for r in labelled]
         current = run.stage("iter_0/warmup_sft", lambda d: train_stage(cfg, "sft", base, rows, w, d))["model"]
         if "warmup_sft" in cfg["eval"]["after"]:
-            run.stage("iter_0/eval", lambda d: eval_stage(cfg, current, d))
+            run.stage("iter_0/eval_warmup_sft", lambda d: eval_stage(cfg, current, d, run.root))
     warm = current
     for k in range(1, cfg["iterations"] + 1):
         questions = _questions(cfg, train, k)

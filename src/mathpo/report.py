@@ -23,16 +23,21 @@ PAIR_FILES = {"pairs": ("dpo.jsonl", "DPO pairs"), "rft": ("rft.jsonl", "RFT row
 
 
 def stages(root: Path) -> list[tuple[str, dict]]:
-    """(stage, DONE stats) for every finished stage, in the order they finished."""
-    done = sorted(root.glob("**/DONE.json"), key=lambda p: p.stat().st_mtime)
-    return [(str(p.parent.relative_to(root)), read_json(p)) for p in done]
+    """(stage, DONE stats) for every finished stage, in the run's own order (RUN/stages.json, written
+    by the loop as it reaches each stage); finished stages it does not list (a run folder from an
+    older mathpo) follow in the order they finished."""
+    order = read_json(root / "stages.json") if (root / "stages.json").is_file() else []
+    listed = [s for s in order if (root / s / "DONE.json").is_file()]
+    rest = sorted((p for p in root.glob("**/DONE.json") if str(p.parent.relative_to(root)) not in set(listed)),
+                  key=lambda p: p.stat().st_mtime)
+    return [(s, read_json(root / s / "DONE.json")) for s in listed] + \
+        [(str(p.parent.relative_to(root)), read_json(p)) for p in rest]
 
 
 def label(stage: str) -> str:
-    it, _, name = stage.partition("/")
-    name = {"eval": "warmup_sft", "eval_base": "base", "eval_dpo": "dpo", "eval_sft": "sft",
-            "eval_step": "step_dpo"}.get(name, name)
-    return f"{it.replace('iter_', 'it')}:{name}"
+    """`iter_1/eval_sft` -> `it1:sft` (evaluation folders are eval_<point>)."""
+    it, _, name = stage.rpartition("/")
+    return f"{it.replace('iter_', 'it')}:{name.removeprefix('eval_')}"
 
 
 def correctness(root: Path, stage: str, test: str) -> dict[str, float]:
@@ -155,7 +160,7 @@ def summary_table(root: Path, evals) -> tuple[str, list[dict]]:
     the reference point (warm-up SFT, else the first eval)."""
     if not evals:
         return "(no evaluations)", []
-    ref_stage = next((s for s, _ in evals if s.endswith("/eval")), evals[0][0])
+    ref_stage = next((s for s, _ in evals if s.endswith("/eval_warmup_sft")), evals[0][0])
     tests = sorted({t for _, st in evals for t in st["results"]})
     lines = ["| stage | test set | n | accuracy | 95% interval | change vs " + label(ref_stage)
              + " [95% interval] | gained/lost | McNemar p |", "|---|---|---|---|---|---|---|---|"]

@@ -64,10 +64,9 @@ def run(args) -> int:
             raise UserError(f"'{section}' must be a mapping of settings")
     common.check_model(cfg)
     out = cfg["out"] or f"runs/train/{cfg['method']}-{common.slug(cfg['model'])}"
-    overrides = dict(cfg["trl"] or {})
-    overrides.update(peft=cfg["peft"] or {}, merge_lora=cfg["merge_lora"], data_dir=cfg["data_dir"])
     from ..training import train
 
     train(cfg["method"], cfg["model"], cfg["data"], out, lora=bool(cfg["lora"]), template=cfg["template"],
-          overrides=overrides, resume=bool(cfg["resume"]), cache_dir=cfg["cache_dir"])
+          trl=cfg["trl"], peft=cfg["peft"], merge_lora=cfg["merge_lora"], data_dir=cfg["data_dir"],
+          resume=bool(cfg["resume"]), cache_dir=cfg["cache_dir"])
     return 0

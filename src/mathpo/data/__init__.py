@@ -148,7 +148,7 @@ def to_records(rows: list[dict], mapping: Mapping, source: str, id_field: str | 
     return out
 
 
-def load(name: str, split: str = "test", limit: int | None = None, data_root: str | None = None,
+def load(name: str, split: str = "test", limit: int | None = None, folder: str | None = None,
          mapping: Mapping = Mapping()) -> list[dict]:
     """Load a preset, a file, or `hub:owner/name[:config]` as records; `limit` keeps the first N."""
     if limit is not None and limit <= 0:
@@ -157,7 +157,7 @@ def load(name: str, split: str = "test", limit: int | None = None, data_root: st
         preset = PRESETS[name]
         if split not in preset.files:
             raise UserError(f"dataset {name} has no split '{split}' (splits: {', '.join(preset.files)})")
-        base = data_dir(data_root)
+        base = data_dir(folder)
         if base is None:
             raise UserError(f"dataset {name}: no data dir; pass --data-dir or set MATHPO_DATA")
         spec = preset.files[split]

@@ -58,7 +58,7 @@ def _add(a, b, sign=1):
     return float(a) + sign * float(b)
 
 
-def _exact_root(q: Fraction, n: int) -> Fraction | None:
+def _exact_nth(q: Fraction, n: int) -> Fraction | None:
     if q < 0:
         return None
     num, den = q.numerator, q.denominator
@@ -87,7 +87,7 @@ def _pow(a, b):
                 raise Unsupported("division by zero")
             return a ** e
         if b.denominator <= 12 and abs(b.numerator) <= 64:
-            root = _exact_root(a, b.denominator)
+            root = _exact_nth(a, b.denominator)
             if root is not None:
                 return _pow(root, Fraction(b.numerator))
     try:

@@ -2,7 +2,7 @@
 
     from mathpo.training import train
     path = train("dpo", "smollm2-135m-instruct", "runs/p/pairs.jsonl", "runs/dpo-1", lora=True,
-                 overrides={"beta": 0.1, "max_steps": 100})
+                 trl={"beta": 0.1, "max_steps": 100})
     # path == "runs/dpo-1/model": a plain HF folder that mathpo.models.load(path) loads
 
 Rows (see `mathpo.training.rows` for the exact rule):

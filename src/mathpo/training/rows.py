@@ -41,9 +41,9 @@ def read_rows(data: str | list[dict], data_dir: str | None = None) -> list[dict]
         if path.is_file():
             rows = read_file(path)  # raw rows: pair files keep their own field names
         elif text.startswith("hub:"):
-            rows = datasets_.load(text, "train", data_root=data_dir)
+            rows = datasets_.load(text, "train", folder=data_dir)
         elif name in datasets_.PRESETS:
-            rows = datasets_.load(name, split or "train", data_root=data_dir)
+            rows = datasets_.load(name, split or "train", folder=data_dir)
         else:
             raise UserError(f"--data {text}: no such file, nor a dataset preset[:split] "
                             f"({', '.join(datasets_.PRESETS)})")

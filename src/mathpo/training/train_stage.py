@@ -9,8 +9,6 @@ RUN/metrics.jsonl + RUN/metrics.png, RUN/tensorboard, RUN/train_config.yaml, RUN
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import logging
 import os
 import re
@@ -24,6 +22,7 @@ import yaml
 from .. import models
 from ..errors import UserError
 from ..records import atomic_write_text
+from ..train_options import trl_key
 from . import rows as rows_
 from .metrics import MetricsLog
 
@@ -52,8 +51,6 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 # LoRA: the adapter learns at a higher rate than full fine-tuning (TRL's 1e-6 DPO / 2e-5 SFT defaults)
 LORA_DEFAULTS: dict[str, Any] = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 LORA_LR = {"dpo": 1e-4, "sft": 2e-4}
-# Keys of `overrides` that are mathpo's, not TRL's
-OWN_KEYS = {"peft", "merge_lora", "data_dir"}
 
 
 def _trl_config_class(method: str):
@@ -71,12 +68,10 @@ def bf16_available() -> bool:
     return models.cpu_has_bf16()  # native bf16 only: see there why not mkldnn's probe
 
 
-def config_values(method: str, out_dir: Path, lora: bool, overrides: dict) -> dict:
-    """The TRL config fields of this run: mathpo defaults, then `overrides` (unknown keys rejected)."""
+def config_values(method: str, out_dir: Path, lora: bool, trl: dict) -> dict:
+    """The TRL config fields of this run: mathpo defaults, then `trl` (unknown keys rejected)."""
     import torch
 
-    cls = _trl_config_class(method)
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
     values = {**COMMON_DEFAULTS, **METHOD_DEFAULTS[method], "bf16": bf16_available(),
               "use_cpu": not torch.cuda.is_available()}
     if lora:
@@ -85,16 +80,8 @@ def config_values(method: str, out_dir: Path, lora: bool, overrides: dict) -> di
             # The base is frozen under LoRA, so it can sit in bf16 (half the memory, no fp32 -> bf16 casts
             # per matmul); PEFT keeps the adapter weights, which the optimizer updates, in fp32.
             values["model_init_kwargs"] = {"dtype": "bfloat16"}
-    for key, value in overrides.items():
-        if key in OWN_KEYS:
-            continue
-        if key.startswith("gradient_checkpointing") and "activation_checkpointing" in fields:
-            # transformers 5 renamed it; the old name would be ignored once the new one is set
-            key = key.replace("gradient_checkpointing", "activation_checkpointing")
-        if key not in fields:
-            near = difflib.get_close_matches(key, fields, n=3)
-            hint = f" (did you mean {', '.join(near)}?)" if near else ""
-            raise UserError(f"unknown training option '{key}' for {cls.__name__}{hint}")
+    for key, value in trl.items():
+        key = trl_key(method, key)  # unknown keys rejected; the renamed gradient_checkpointing mapped
         if key.endswith("_strategy") and value is False:  # YAML reads `save_strategy=no` as false
             value = "no"
         if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
@@ -106,10 +93,10 @@ def config_values(method: str, out_dir: Path, lora: bool, overrides: dict) -> di
     return values
 
 
-def lora_config(overrides: dict):
+def lora_config(peft: dict):
     from peft import LoraConfig
 
-    kw = {**LORA_DEFAULTS, **(overrides.get("peft") or {})}
+    kw = {**LORA_DEFAULTS, **peft}
     try:
         return LoraConfig(task_type="CAUSAL_LM", **kw)
     except TypeError as e:
@@ -181,7 +168,7 @@ def cpu_lm_head() -> bool:
 
 
 def build_trainer(method: str, model_path: str, tokenizer, rows: list[dict], values: dict, lora: bool,
-                  overrides: dict, callbacks=()):
+                  peft: dict, callbacks=()):
     """The TRL trainer for this run (nothing trained yet)."""
     import datasets
     from trl import DPOTrainer, SFTTrainer
@@ -189,7 +176,7 @@ def build_trainer(method: str, model_path: str, tokenizer, rows: list[dict], val
 
     cfg = _trl_config_class(method)(**values)
     cpu_lm_head()
-    peft_config = lora_config(overrides) if lora else None
+    peft_config = lora_config(peft) if lora else None
     dataset = datasets.Dataset.from_list(rows)
     common = dict(model=model_path, args=cfg, train_dataset=dataset, processing_class=tokenizer,
                   peft_config=peft_config, callbacks=list(callbacks))
@@ -240,21 +227,22 @@ def _merge_lora(base_path: str, adapter: Path, dest: Path, tokenizer) -> None:
 
 
 def train(method: str, model: str, data: str | list[dict], out_dir: str, *, lora: bool = False,
-          template: str = "chat-boxed", overrides: dict | None = None, resume: bool = False,
-          cache_dir=None) -> str:
+          template: str = "chat-boxed", trl: dict | None = None, peft: dict | None = None,
+          merge_lora: bool = True, data_dir: str | None = None, resume: bool = False, cache_dir=None) -> str:
     """Train `model` on `data` with SFT or DPO through TRL; return the final plain HF model folder.
 
-    See `mathpo.training` for the row formats and the prompt rule. `overrides`: TRL config fields
+    See `mathpo.training` for the row formats and the prompt rule. `trl`: TRL config fields
     (`beta`, `loss_type`, `learning_rate`, `max_steps`, `num_train_epochs`, `per_device_train_batch_size`,
-    `gradient_accumulation_steps`, `max_length`, `seed`, `gradient_checkpointing`, `bf16`, ...) plus
-    mathpo's `peft` (LoraConfig fields), `merge_lora` (default true) and `data_dir`.
+    `gradient_accumulation_steps`, `max_length`, `seed`, `gradient_checkpointing`, `bf16`, ...);
+    `peft`: LoraConfig fields (with `lora`); `merge_lora`: merge the adapter into RUN/model;
+    `data_dir`: where dataset presets named by `data` live.
     """
     if method not in METHODS:
         raise UserError(f"unknown method '{method}' ({', '.join(METHODS)})")
     from .. import prompts
 
     prompts.get(template)
-    overrides = dict(overrides or {})
+    trl, peft = dict(trl or {}), dict(peft or {})
     out = Path(out_dir)
     final = out / "model"
     if resume and (final / "config.json").is_file():
@@ -262,10 +250,10 @@ def train(method: str, model: str, data: str | list[dict], out_dir: str, *, lora
         return str(final)
     if not resume and (_checkpoints(out / "checkpoints") or final.exists()):
         raise UserError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
-    values = config_values(method, out, lora, overrides)
+    values = config_values(method, out, lora, trl)
     model_path = models.resolve(model, cache_dir)
     tokenizer = models.load_tokenizer(model_path)
-    raw = rows_.read_rows(data, overrides.get("data_dir"))
+    raw = rows_.read_rows(data, data_dir)
     convert = rows_.preference_rows if method == "dpo" else rows_.sft_rows
     rows = convert(raw, tokenizer, template)
 
@@ -273,17 +261,17 @@ def train(method: str, model: str, data: str | list[dict], out_dir: str, *, lora
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")  # read by transformers' TensorBoardCallback
     record = {"method": method, "model": model, "model_path": model_path, "lora": lora, "template": template,
               "rows": len(rows), "data": data if isinstance(data, str) else f"({len(raw)} rows)",
-              "peft": {**LORA_DEFAULTS, **(overrides.get("peft") or {})} if lora else None, "trl": values}
+              "peft": {**LORA_DEFAULTS, **peft} if lora else None, "trl": values}
     atomic_write_text(out / "train_config.yaml", yaml.safe_dump(record, sort_keys=False))
 
-    trainer = build_trainer(method, model_path, tokenizer, rows, values, lora, overrides,
+    trainer = build_trainer(method, model_path, tokenizer, rows, values, lora, peft,
                             callbacks=[MetricsLog(out / "metrics.jsonl")])
     checkpoint = None
     if resume:
         found = _checkpoints(out / "checkpoints")
         checkpoint = str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
     trainer.train(resume_from_checkpoint=checkpoint)
-    path = save_final(trainer, out, model_path, lora, merge=overrides.get("merge_lora", True) is not False)
+    path = save_final(trainer, out, model_path, lora, merge=merge_lora is not False)
     if trainer.accelerator.is_main_process:
         print(f"train: wrote {path} (metrics: {out / 'metrics.jsonl'}, plot: {out / 'metrics.png'})")
     return str(path)

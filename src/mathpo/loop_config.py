@@ -1,0 +1,215 @@
+"""The settings of `mathpo loop CONFIG.yaml [key=value ...]` (mathpo.loop): one small dataclass per
+section, loaded from YAML + dotted `key=value` overrides and checked completely before any work
+starts -- the free-form parts too: every key under `*.overrides` against TRL's config class
+(SFTConfig for warmup_sft / sft, DPOConfig for dpo / step), every key under `*.peft` against
+PEFT's LoraConfig, every key under `step.pairs` against `pairs.step_options.StepPairOptions`.
+A misspelt key fails in about a second with one line naming it and the nearest valid name.
+
+    cfg = load_config("configs/demo.yaml", ["iterations=2"])   # the plain dict the stages read
+
+It is a module of its own, beside mathpo.loop rather than inside a `loop/` package: the stages in
+mathpo.loop keep their import path, and the settings can be read (and checked, by the CLI and by
+tests) without importing anything that loads torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from . import prompts, train_options
+from .config import apply_overrides, build_dataclass, load_yaml
+from .errors import UserError
+from .pairs.step_options import StepPairOptions
+
+RECIPES = ("dpo-st", "step-dpo")
+EVAL_POINTS = ("base", "warmup_sft", "dpo", "sft", "step_dpo")
+
+
+@dataclass
+class Sampling:
+    """Sampling settings shared by the sampling sections."""
+    n: int = 4
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass
+class Training:
+    """Settings shared by the training sections; `overrides` are TRL config fields."""
+    lora: bool = False
+    peft: dict = field(default_factory=dict)  # LoraConfig fields (with lora: true)
+    merge_lora: bool = True
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class Warmup(Training):
+    """Warm-up SFT on the labelled records (iter_0/warmup_sft); overrides: SFTConfig fields."""
+    enabled: bool = True
+    limit: Union[int, None] = None  # the first N training records with a solution
+
+
+@dataclass
+class Sample(Sampling):
+    """Sampling from the current model on this iteration's training questions."""
+    questions: Union[int, None] = None  # a window of that many training questions per iteration
+    start: int = 0
+
+
+@dataclass
+class Dpo(Training):
+    """DPO pairs and DPO training; overrides: DPOConfig fields."""
+    k: int = 3  # pairs per question at most
+    threshold: float = 0.7  # near-duplicate above this Jaccard similarity
+    pool: bool = True  # true = the samples of every iteration so far; false = this iteration's
+
+
+@dataclass
+class Rft(Sampling):
+    """Sampling from the DPO model and the RFT set made of its correct samples."""
+    n: int = 3
+    threshold: float = 0.7
+    cap_percentile: float = 90
+    # true = the DPO models' samples of every iteration so far; all = also the samples DPO pairs
+    # were made from; false = this iteration's DPO model only
+    pool: Union[bool, str] = True
+
+
+@dataclass
+class Sft(Training):
+    """SFT on the RFT set; overrides: SFTConfig fields."""
+    enabled: bool = True
+    restart: str = "base"  # base (as DPO-ST does), warmup, or continue from the model before
+
+
+@dataclass
+class Step(Training, Sampling):
+    """Step-DPO: sampling, step pairs (`pairs`: StepPairOptions fields) and training (DPOConfig)."""
+    temperature: float = 0.8
+    top_p: float = 0.95
+    template: str = "chat-step"
+    questions: Union[int, None] = None  # the first N of the iteration's questions
+    pairs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Eval(Sampling):
+    n: int = 1
+    temperature: float = 0.0
+    ks: list = field(default_factory=list)
+    after: list = field(default_factory=lambda: ["warmup_sft", "dpo", "sft", "step_dpo"])
+
+
+@dataclass
+class Curriculum:
+    enabled: bool = False
+    min_pass: float = 0.0
+    max_pass: float = 1.0
+
+
+@dataclass
+class LoopConfig:
+    name: Union[str, None] = None  # run folder = OUT/NAME (default: the config file's stem)
+    out: str = "runs"
+    model: str = "smollm2-135m-instruct"
+    dtype: str = "auto"
+    device: str = "auto"
+    cache_dir: Union[str, None] = None
+    data_dir: Union[str, None] = None
+    backend: str = "hf"
+    batch_size: int = 32
+    chunk: int = 64
+    workers: int = 1
+    # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there
+    launcher: Union[str, None] = None
+    template: str = "chat-gsm8k"
+    calculator: bool = False
+    seed: int = 0
+    recipe: Union[list, str] = field(default_factory=lambda: ["dpo-st"])  # run in this order each iteration
+    iterations: int = 1
+    use_solutions: Union[bool, str] = "labelled"  # gold solutions as positives: true, labelled, false
+    train_data: Union[dict, None] = None  # {synth: {n, steps, seed, split}} or {dataset, split, limit}
+    test_sets: dict = field(default_factory=dict)  # name -> data spec (+ optional: true)
+    warmup_sft: Warmup = field(default_factory=Warmup)
+    sample: Sample = field(default_factory=Sample)
+    dpo: Dpo = field(default_factory=Dpo)
+    rft: Rft = field(default_factory=Rft)
+    sft: Sft = field(default_factory=Sft)
+    step: Step = field(default_factory=Step)
+    eval: Eval = field(default_factory=Eval)
+    curriculum: Curriculum = field(default_factory=Curriculum)
+
+    def as_dict(self) -> dict:
+        """The plain dict the stages read (`cfg["sample"]["n"]`), also saved as RUN/config.json."""
+        return dataclasses.asdict(self)
+
+
+# (section, TRL config method) of the training sections
+TRAINING = {"warmup_sft": "sft", "dpo": "dpo", "sft": "sft", "step": "dpo"}
+
+
+def load(path: str | None, overrides: list[str] = (), data: dict | None = None) -> LoopConfig:
+    """Defaults <- YAML file (or `data`) <- key=value overrides, checked (`check`)."""
+    raw = load_yaml(path) if path else copy.deepcopy(data or {})
+    apply_overrides(raw, list(overrides))
+    cfg = build_dataclass(LoopConfig, raw, "", "loop option")
+    if not cfg.name:
+        cfg.name = Path(path).stem if path else "loop"
+    return check(cfg)
+
+
+def load_config(path: str | None, overrides: list[str] = (), data: dict | None = None) -> dict:
+    """`load` as the plain dict that `mathpo.loop.run_loop` and its stages read."""
+    return load(path, overrides, data).as_dict()
+
+
+def _recipes(value, where: str) -> list[str]:
+    names = [r.strip() for r in value.split("+")] if isinstance(value, str) else list(value)
+    bad = [r for r in names if r not in RECIPES]
+    if bad or not names:
+        raise UserError(f"{where}: unknown recipe '{bad[0] if bad else ''}' (recipes: {', '.join(RECIPES)})")
+    return names
+
+
+def check(cfg: LoopConfig) -> LoopConfig:
+    """Every remaining rule, including the free-form sections; normalizes `recipe` to a list."""
+    cfg.recipe = _recipes(cfg.recipe, "recipe")
+    if not isinstance(cfg.train_data, dict):
+        raise UserError("train_data is required: {synth: {n: 400}} or {dataset: gsm8k, split: train}")
+    if cfg.iterations < 0:
+        raise UserError(f"iterations must be a non-negative integer, got {cfg.iterations}")
+    if cfg.sft.restart not in ("base", "warmup", "continue"):
+        raise UserError(f"sft.restart must be base, warmup or continue, got {cfg.sft.restart}")
+    if cfg.rft.pool not in (True, False, "all"):
+        raise UserError(f"rft.pool must be true, false or all, got {cfg.rft.pool}")
+    if cfg.use_solutions not in (True, False, "labelled"):
+        raise UserError(f"use_solutions must be true, false or labelled, got {cfg.use_solutions}")
+    bad = [p for p in cfg.eval.after if p not in EVAL_POINTS]
+    if bad:
+        raise UserError(f"eval.after: unknown point '{bad[0]}' ({', '.join(EVAL_POINTS)})")
+    for t in (cfg.template, cfg.step.template):
+        prompts.get(t)
+    c = cfg.curriculum
+    if not 0 <= c.min_pass <= c.max_pass <= 1:
+        raise UserError("curriculum: need 0 <= min_pass <= max_pass <= 1")
+    for section, method in TRAINING.items():
+        s = getattr(cfg, section)
+        for own in ("peft", "merge_lora"):
+            if own in s.overrides:
+                raise UserError(f"{section}.overrides.{own}: mathpo's LoRA settings go in {section}.{own}")
+        train_options.check_trl(method, s.overrides, f"{section}.overrides.")
+        train_options.check_peft(s.peft, f"{section}.peft.")
+    step_pair_options(cfg.as_dict())  # unknown keys, ranges, the judge's settings
+    return cfg
+
+
+def step_pair_options(cfg: dict) -> StepPairOptions:
+    """The loop's `step.pairs` as StepPairOptions: the run's seed, and the loop's calculator,
+    unless `step.pairs` sets them."""
+    pairs = cfg["step"]["pairs"] or {}
+    return StepPairOptions.from_dict({"seed": cfg["seed"], "calculator": cfg["calculator"], **pairs}, "step.pairs.")
