@@ -17,8 +17,8 @@ from mathpo import prompts
 from mathpo.cli import main
 from mathpo.errors import UserError
 from mathpo.training import rows as tdata
-from mathpo.training import train_stage as trun
 from mathpo.training import train
+from mathpo.training import train_stage as trun
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"learning_rate": 3e-3, "save_strategy": "no", "report_to": [], "per_device_train_batch_size": 4}
@@ -146,13 +146,14 @@ def test_sft_completion_ends_with_eos_and_only_it_is_trained(tokenizer, small_mo
 def test_dpo_full_moves_weights_and_raises_margin_then_resumes(tokenizer, small_model_dir, tmp_path):
     out = tmp_path / "dpo"
     path = train("dpo", str(small_model_dir), PAIRS, str(out),
-                 overrides={**FAST, "max_steps": 3, "save_strategy": "steps", "save_steps": 1, "report_to": ["tensorboard"]})
+                 overrides={**FAST, "max_steps": 3, "save_strategy": "steps", "save_steps": 1,
+                            "report_to": ["tensorboard"]})
     assert path == str(out / "model")
     before = completion_logps(small_model_dir, PAIRS, "chosen", tokenizer) - \
         completion_logps(small_model_dir, PAIRS, "rejected", tokenizer)
     after = completion_logps(path, PAIRS, "chosen", tokenizer) - completion_logps(path, PAIRS, "rejected", tokenizer)
     assert (after - before).mean() > 0.5, (before, after)  # implicit reward margin on the training pairs rises
-    logs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in logs if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
     assert steps[-1]["rewards/margins"] > steps[0]["rewards/margins"]
@@ -167,7 +168,7 @@ def test_dpo_full_moves_weights_and_raises_margin_then_resumes(tokenizer, small_
     shutil.rmtree(out / "model")
     train("dpo", str(small_model_dir), PAIRS, str(out), resume=True,
           overrides={**FAST, "max_steps": 4, "save_strategy": "steps", "save_steps": 1})
-    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    steps = [json.loads(s)["step"] for s in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in s]
     assert steps == [1, 2, 3, 4]
 
 

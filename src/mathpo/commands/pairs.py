@@ -19,9 +19,11 @@ from . import common
 
 
 def register(sub) -> None:
-    parser, opts = common.new_command(sub, "pairs", "build DPO pairs, RFT sets or Step-DPO pairs from graded samples", run)
+    parser, opts = common.new_command(sub, "pairs", "build DPO pairs, RFT sets or Step-DPO pairs from graded samples",
+                                      run)
     opts.add("--kind", choices=list(KINDS), default=None, help="dpo (whole solutions), rft (SFT set), step (Step-DPO)")
-    opts.add("--input", action="append", default=[], help="graded JSONL (repeatable: samples of several rounds are pooled)")
+    opts.add("--input", action="append", default=[],
+             help="graded JSONL (repeatable: samples of several rounds are pooled)")
     opts.add("--output", default=None, help="pairs JSONL; the summary goes to OUT.summary.json")
     opts.add("--template", default="auto", help="prompt template; auto = the rows' `template` field")
     opts.add("--model", default=None, help="step: the model that rolls out and rectifies (default: the rows' `model`); "
@@ -29,7 +31,8 @@ def register(sub) -> None:
     opts.add("--threshold", type=float, default=0.7, help="near-duplicate if Jaccard similarity of token sets is above")
     opts.add("--k", type=int, default=3, help="dpo: pairs per question at most")
     opts.add("--cap-percentile", type=float, default=90, help="rft: cap solutions per question at this percentile")
-    opts.add("--locator", default="rollout", choices=["rollout", "judge"], help="step: how the first wrong step is found")
+    opts.add("--locator", default="rollout", choices=["rollout", "judge"],
+             help="step: how the first wrong step is found")
     opts.add("--rollouts", type=int, default=8, help="step: continuations per prefix to estimate its success rate")
     opts.add("--chunk", type=int, default=4, help="step: rollouts drawn at a time (stop at the first success)")
     opts.add("--search", default="binary", choices=["binary", "linear"], help="step: how prefixes are searched")
@@ -50,7 +53,8 @@ def register(sub) -> None:
              help="step: force <<expr=result>> annotations in rollouts to the calculator's result")
     opts.add("--questions-per-part", type=int, default=32,
              help="step: questions per unit of work saved to OUT.parts.jsonl (a killed run resumes there)")
-    opts.add("--dataset-name", default=None, help="step: the `dataset` column (default: the rows' `dataset` or unknown)")
+    opts.add("--dataset-name", default=None,
+             help="step: the `dataset` column (default: the rows' `dataset` or unknown)")
     opts.add("--judge-url", default=None, help="judge: OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     opts.add("--judge-model", default=None, help="judge: model name sent to the endpoint")
     opts.add("--judge-key-env", default="OPENAI_API_KEY", help="judge: environment variable holding the API key")
@@ -92,7 +96,8 @@ def run(args) -> int:
         if kind == "dpo":
             out, stats = dpo.build(rows, tok, template, k=cfg["k"], threshold=cfg["threshold"])
         else:
-            out, stats = rft.build(rows, tok, template, threshold=cfg["threshold"], cap_percentile=cfg["cap_percentile"])
+            out, stats = rft.build(rows, tok, template, threshold=cfg["threshold"],
+                                   cap_percentile=cfg["cap_percentile"])
     else:
         out, stats = _step(rows, cfg, template, model)
     stats["inputs"] = list(cfg["input"])
