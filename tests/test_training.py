@@ -294,14 +294,3 @@ def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monke
     assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(grad, ref_grad, atol=1e-6)
     assert trun.cpu_lm_head() and trl_utils._use_triton.mathpo_cpu  # idempotent: wrapped once
 
-
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train_*.yaml")), ids=lambda p: p.name)
-def test_example_configs_name_real_trl_fields(path):
-    import yaml
-
-    cfg = yaml.safe_load(path.read_text())
-    assert cfg["method"] in ("sft", "dpo")
-    values = trun.config_values(cfg["method"], Path("x"), bool(cfg.get("lora")), cfg.get("trl") or {})
-    trun._trl_config_class(cfg["method"])(**{**values, "use_cpu": True})  # TRL accepts the values
-    if cfg.get("lora"):
-        trun.lora_config(cfg)
