@@ -154,7 +154,8 @@ def main() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
     rows = build(Path(args.data_dir), args.n, args.seed)
-    print(f"{len(rows)} completions: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(r['kind'] for r in rows).items())))
+    kinds = sorted(Counter(r["kind"] for r in rows).items())
+    print(f"{len(rows)} completions: " + ", ".join(f"{k} {v}" for k, v in kinds))
 
     t = time.perf_counter()
     ours = grade_rows(rows, workers=args.workers)

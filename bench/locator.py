@@ -75,7 +75,8 @@ def prepare(graded: str, out: str) -> None:
             seen.add(r["completion"].strip())
             steps = [s.text for s in split(r["completion"])]
             rows.append({"key": f"{qid}/{r['sample']}", "id": qid, "question": r["question"], "gold": r["gold"],
-                         "prompt": r["prompt"], "template": r.get("template"), "completion": r["completion"], "pred": r.get("pred"),
+                         "prompt": r["prompt"], "template": r.get("template"), "completion": r["completion"],
+                         "pred": r.get("pred"),
                          "correct_samples": good, "samples": len(qrows), "steps": steps})
     write_jsonl(out, rows)
     print(f"{len(rows)} wrong solutions of {len({r['id'] for r in rows})} questions -> {out}")
@@ -95,7 +96,8 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--calculator", action="store_true", help="force <<expr=...>> results, as when the fixture was sampled")
+    ap.add_argument("--calculator", action="store_true",
+                    help="force <<expr=...>> results, as when the fixture was sampled")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the figures and per-solution results here")
@@ -133,7 +135,8 @@ def main() -> None:
     print(json.dumps(figures, indent=2))
     lo, hi = figures["hit_rate_ci95"]
     print(f"hit rate {100 * figures['hit_rate']:.1f}% ({sum(f == r['marked_step'] for r, f in zip(rows, found))}"
-          f"/{len(rows)}, 95% interval {100 * lo:.1f}-{100 * hi:.1f}), within one step {100 * figures['within_one']:.1f}%, "
+          f"/{len(rows)}, 95% interval {100 * lo:.1f}-{100 * hi:.1f}), "
+          f"within one step {100 * figures['within_one']:.1f}%, "
           f"{figures['rollouts_per_solution']} rollouts per solution, {figures['seconds']} s")
 
 

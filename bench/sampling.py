@@ -69,7 +69,7 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
     for run in runs:
         if run == "plain":
             plain_generate(model, tok, texts[:2], SamplingParams(temperature=0.7, max_new_tokens=4))  # warm-up
-            rows, wall, cpu = timed(lambda: plain_generate(model, tok, texts, params))
+            rows, wall, cpu = timed(lambda: plain_generate(model, tok, texts, params))  # noqa: F821 (called at once)
         else:
             dtype = "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 else "auto"
             if dtype not in backends:
@@ -77,7 +77,7 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
             b = backends[dtype]
             p = SamplingParams(**{**params.as_dict(), "stop": (), "calculator": run == "mathpo-calc"})
             b.generate(texts[:2], SamplingParams(max_new_tokens=4))  # warm-up
-            results, wall, cpu = timed(lambda: b.generate(texts, p))
+            results, wall, cpu = timed(lambda: b.generate(texts, p))  # noqa: B023 (called at once)
             rows = [(c.text, c.tokens) for comps in results for c in comps]
             figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
             figures.setdefault("mathpo_batch", b.batch_size)

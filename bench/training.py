@@ -120,7 +120,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", v, "--pairs-file", str(pairs_file), "--out", str(work / v),
                "--steps", str(a.steps), "--batch", str(a.batch)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
         if line is None:
             sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
             raise SystemExit(f"variant {v} failed (rc {proc.returncode})")

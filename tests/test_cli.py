@@ -22,7 +22,7 @@ def test_eval_tiny_model(tmp_path, tiny_model_dir, capsys):
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 3 and summary["accuracy"] == 0.0 and summary["sampling"]["max_new_tokens"] == 8
-    rows = [json.loads(l) for l in (out / "graded.jsonl").read_text().splitlines()]
+    rows = [json.loads(s) for s in (out / "graded.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["gsm8k-test-0", "gsm8k-test-1", "gsm8k-test-2"]
     assert all({"pred", "correct", "strict_correct", "prompt", "completion"} <= set(r) for r in rows)
     assert "accuracy" in capsys.readouterr().out
@@ -38,7 +38,7 @@ def test_sample_resumes_without_duplicates(tmp_path, tiny_model_dir):
     first = (out / "samples.jsonl").read_text().splitlines()
     assert len(first) == 4
     assert main(args + ["--limit", "3"]) == 0  # the first 2 questions are skipped, the third added
-    rows = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    rows = [json.loads(s) for s in (out / "samples.jsonl").read_text().splitlines()]
     assert (out / "samples.jsonl").read_text().splitlines()[:4] == first
     assert sorted((r["id"], r["sample"]) for r in rows) == sorted(
         (f"gsm8k-test-{i}", k) for i in range(3) for k in range(2))

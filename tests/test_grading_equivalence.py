@@ -41,9 +41,11 @@ EQUAL = [
     ("y = 2x + 3", "y=2x+3"), ("y = 3 + 2x", "y=2x+3"), ("2x+3", "y = 2x+3"),
     # tuples, intervals, sets, lists
     ("(3, 4)", "(3,4)"), ("(3,4)", "\\left(3, 4\\right)"), ("(0.5, 2)", "\\left(\\frac12,2\\right)"),
-    ("[0, 1)", "[0,1)"), ("(-\\infty, 2]", "(-\\infty,2]"), ("(-\\infty,0)\\cup(1,\\infty)", "(1,\\infty)\\cup(-\\infty,0)"),
+    ("[0, 1)", "[0,1)"), ("(-\\infty, 2]", "(-\\infty,2]"),
+    ("(-\\infty,0)\\cup(1,\\infty)", "(1,\\infty)\\cup(-\\infty,0)"),
     ("\\{1, 2\\}", "\\{2,1\\}"), ("1, 2", "2, 1"), ("0, 1", "0,1"), ("-2, 3", "3, -2"), ("1,2,3", "3,2,1"),
-    ("\\{-1, 4\\}", "4, -1"), ("(1, -2, 3)", "(1,-2,3)"), ("(2, \\frac{\\pi}{3})", "\\left( 2, \\frac{\\pi}{3} \\right)"),
+    ("\\{-1, 4\\}", "4, -1"), ("(1, -2, 3)", "(1,-2,3)"),
+    ("(2, \\frac{\\pi}{3})", "\\left( 2, \\frac{\\pi}{3} \\right)"),
     ("1 \\text{ and } 2", "1, 2"), ("x = 1, 2", "1,2"),
     # matrices
     ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"),
@@ -102,7 +104,8 @@ def test_different(pred, gold):
 def test_fast_path_decides_plain_cases_without_sympy():
     # these must never reach the worker pool: they decide the bulk of real outputs
     for pred, gold, want in [("18.0", "18", True), ("8,000", "8000", True), ("0, 1", "01", False),
-                             ("\\frac{1}{2004!}", "\\frac{1}{2006!}", False), ("\\dfrac{\\sqrt3}{2}", "\\frac{\\sqrt{3}}{2}", True),
+                             ("\\frac{1}{2004!}", "\\frac{1}{2006!}", False),
+                             ("\\dfrac{\\sqrt3}{2}", "\\frac{\\sqrt{3}}{2}", True),
                              ("(1,2)", "(2,1)", False), ("x^2+2x+1", "(x+1)^2", True), ("17", "18", False)]:
         assert fast(pred, gold) is want, (pred, gold)
 

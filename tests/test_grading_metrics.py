@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
-from math import comb
+from itertools import combinations
 
 import pytest
 
-from mathpo.grading.metrics import answer_classes, majority, pass_at_k, summarize
+from mathpo.grading.metrics import answer_classes, group, majority, majority_class, pass_at_k, pass_rates, summarize
 
 
-@pytest.mark.parametrize("n,c,k", [(10, 3, 1), (10, 3, 5), (5, 0, 3), (5, 5, 1), (8, 1, 8), (20, 7, 4)])
-def test_pass_at_k_matches_the_formula(n, c, k):
-    expected = 1.0 if n - c < k else 1 - comb(n - c, k) / comb(n, k)
+# by hand: 1 - C(n-c, k) / C(n, k); e.g. (10, 3, 5): 1 - 21/252 = 11/12; (20, 7, 4): 1 - 715/4845 = 826/969
+@pytest.mark.parametrize("n,c,k,expected", [(10, 3, 1, 0.3), (10, 3, 5, 11 / 12), (5, 0, 3, 0.0), (5, 5, 1, 1.0),
+                                            (8, 1, 8, 1.0), (20, 7, 4, 826 / 969), (4, 2, 2, 5 / 6)])
+def test_pass_at_k_hand_computed(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("n,c", [(4, 1), (6, 2), (7, 3), (5, 5), (6, 0)])
+def test_pass_at_k_is_the_share_of_k_subsets_holding_a_correct_sample(n, c):
+    samples = [True] * c + [False] * (n - c)
+    for k in range(1, n + 1):
+        subsets = list(combinations(samples, k))
+        assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
 
 
 def test_pass_at_k_edge_cases():
@@ -41,6 +50,22 @@ def test_majority_ties_go_to_the_class_seen_first_and_none_preds_do_not_vote():
     assert majority(_rows("q", [None, None], [False, False])) is None
 
 
+def test_group_and_pass_rates():
+    rows = [{"id": 7, "sample": 1, "correct": True}, {"id": "x", "sample": 0, "correct": False},
+            {"id": "7", "sample": 0, "correct": False}, {"id": 7, "sample": 2, "correct": True}]
+    by = group(rows)
+    assert list(by) == ["7", "x"]  # ids as text, first-seen order
+    assert [r["sample"] for r in by["7"]] == [1, 0, 2]  # input order (rounds of a pooled file stay apart)
+    assert pass_rates(rows) == {"7": pytest.approx(2 / 3), "x": 0.0}
+
+
+def test_majority_class_with_another_equivalence():
+    rows = _rows("q", ["1/2", "0.5", "3", "3"], [True] * 4)
+    assert [r["pred"] for r in majority_class(rows, same=lambda a, b: False)] == ["3", "3"]  # raw strings
+    assert [r["pred"] for r in majority_class(rows)] == ["1/2", "0.5"]  # by value: a tie, the first class wins
+    assert majority_class(_rows("q", [None], [False])) == []
+
+
 def test_majority_keeps_tuples_apart():
     rows = _rows("q", ["0, 1", "01", "10", "1, 0"], [True, False, False, True])
     assert [len(c) for c in answer_classes(rows)] == [2, 1, 1]  # "1, 0" joins "0, 1" (unordered list)
@@ -53,7 +78,7 @@ def test_summarize_pass_and_maj():
     assert s["n"] == 2 and s["samples_per_question"] == 4
     assert s["accuracy"] == pytest.approx((0.5 + 0.25) / 2)
     assert s["pass@1"] == pytest.approx(s["accuracy"])
-    assert s["pass@2"] == pytest.approx(((1 - comb(2, 2) / comb(4, 2)) + (1 - comb(3, 2) / comb(4, 2))) / 2)
+    assert s["pass@2"] == pytest.approx((5 / 6 + 1 / 2) / 2)  # a: 2 of 4 right, 1 - 1/6; b: 1 of 4, 1 - 3/6
     assert s["pass@4"] == 1.0
     assert s["maj@4"] == pytest.approx(0.5)  # a: 5 (2 votes incl. 5.0) right; b: 2 wrong
     assert s["maj@1"] == pytest.approx(1.0)  # first samples: 5 and 1, both right

@@ -23,7 +23,8 @@ def test_dpo_and_rft_commands_pool_inputs(tmp_path, capsys):
     assert summary["skipped"] == {"no_correct": 1, "no_wrong": 1} and summary["inputs"] == [str(a), str(b)]
     printed = capsys.readouterr().out
     assert "dpo rows: 4 from 4 questions" in printed and "skipped: no_correct 1, no_wrong 1" in printed
-    assert main(["pairs", "--kind", "rft", "--input", str(a), "--input", str(b), "--output", str(tmp_path / "rft.jsonl"),
+    assert main(["pairs", "--kind", "rft", "--input", str(a), "--input", str(b),
+                 "--output", str(tmp_path / "rft.jsonl"),
                  "--template", "gsm8k", "cap_percentile=100"]) == 0
     assert len(read_jsonl(tmp_path / "rft.jsonl")) == 6
 
@@ -80,7 +81,8 @@ def test_step_pairs_on_real_model(tmp_path, capsys):
     from mathpo.pairs.pool import reference_completion
 
     first = graded[0]
-    graded.append({**first, "sample": 99, "completion": reference_completion(first["solution"], first["gold"], "chat-step"),
+    graded.append({**first, "sample": 99,
+                   "completion": reference_completion(first["solution"], first["gold"], "chat-step"),
                    "correct": True})
     write_jsonl(run / "graded.jsonl", graded)
     out = tmp_path / "step.jsonl"

@@ -66,13 +66,15 @@ def test_dpo_pairs_exact_and_pooled():
 
 def test_dpo_k_and_threshold():
     rows, _ = dpo.build(ROUND1 + ROUND2, None, T, k=1)
-    assert [(r["id"], r["chosen"], r["rejected"]) for r in rows] == [("q1", S0, S4), ("q4", rows[1]["chosen"], rows[1]["rejected"])]
+    assert [(r["id"], r["chosen"], r["rejected"]) for r in rows] == [
+        ("q1", S0, S4), ("q4", rows[1]["chosen"], rows[1]["rejected"])]
     rows, stats = dpo.build(ROUND1 + ROUND2, None, T, k=10, threshold=0.95)  # S2 now kept
     assert sum(r["id"] == "q1" for r in rows) == 6 and stats["near_duplicates"] == 0
 
 
 def test_rows_under_another_prompt_are_set_aside():
-    odd = row("q1", 5, "a different answer entirely #### 1", False, solution=REF, prompt="FEWSHOT...\n" + P("question q1?"))
+    odd = row("q1", 5, "a different answer entirely #### 1", False, solution=REF,
+              prompt="FEWSHOT...\n" + P("question q1?"))
     rows, stats = dpo.build(ROUND1 + [odd], None, T)
     assert all(r["rejected"] != odd["completion"] for r in rows)
     assert stats["rows_other_prompt"] == 1

@@ -67,7 +67,8 @@ class KnownSampler:
                 good = round(self.rates[depth] * params.n)
             else:
                 good = 0 if any(w in p for w in self.poison) else params.n
-            out.append([Completion(f" So 16 - 7 = 9.\nStep 9: \\boxed{{{GOLD}}}" if i < good else " \\boxed{8}", 5, "stop")
+            out.append([Completion(f" So 16 - 7 = 9.\nStep 9: \\boxed{{{GOLD}}}" if i < good else " \\boxed{8}",
+                                   5, "stop")
                         for i in range(params.n)])
         return out
 
@@ -127,7 +128,8 @@ def test_probe_estimates_unsolved_questions_by_rollouts():
     sampler = KnownSampler(poison=[WRONG[3]])
     (res,) = RolloutLocator(sampler, PARAMS, rollouts=4, chunk=4, probe_unsolved=True).locate([task(correct=0)])
     assert res.error == 4 and res.rates[0] == [4, 4] and res.successes[0]
-    (res,) = RolloutLocator(KnownSampler(poison=["PROMPT"]), PARAMS, rollouts=4, probe_unsolved=True).locate([task(correct=0)])
+    locator = RolloutLocator(KnownSampler(poison=["PROMPT"]), PARAMS, rollouts=4, probe_unsolved=True)
+    (res,) = locator.locate([task(correct=0)])
     assert res.error is None and res.reason == "question_never_solved" and res.rollouts == 4
 
 
@@ -198,9 +200,11 @@ def test_build_in_parts_resumes_after_a_kill_with_the_same_result(tmp_path):
 def test_build_rectifies_from_questions_samples_and_by_sampling():
     # error at step 1: the question's own correct sample gives the chosen step
     rows, stats = steps.build(graded(), KnownSampler(poison=[WRONG[0]]), None, "chat-step", rollouts=4)
-    assert rows[0]["chosen"] == " Janet has 16.\n" and rows[0]["initial_reason_steps"] == "Let's think step by step.\nStep 1:"
+    assert rows[0]["chosen"] == " Janet has 16.\n"
+    assert rows[0]["initial_reason_steps"] == "Let's think step by step.\nStep 1:"
     # judge-located errors have no rollouts to reuse: rectification samples rectify_n
-    fake = judge.JudgeLocator("http://x", "m", post=lambda p: {"choices": [{"message": {"content": "Step 1: correct\nStep 2: correct\nStep 3: incorrect"}}]})
+    verdicts = "Step 1: correct\nStep 2: correct\nStep 3: incorrect"
+    fake = judge.JudgeLocator("http://x", "m", post=lambda p: {"choices": [{"message": {"content": verdicts}}]})
     rows, stats = steps.build(graded(), KnownSampler(), None, "chat-step", locator="judge", judge=fake, rectify_n=3)
     assert rows[0]["rejected"] == " She bakes 5, 13 - 5 = 8.\n" and stats["rectify"]["rollouts"] == 3
     # the judge needs no solved samples, so q2 is judged too (its one step is not in the verdicts)
@@ -208,11 +212,13 @@ def test_build_rectifies_from_questions_samples_and_by_sampling():
 
 
 @pytest.mark.parametrize("reply,verdicts", [
-    ("Step 1: correct\nStep 2: Incorrect - 16 - 3 is 13 not 12\nStep 3: neutral", {1: "correct", 2: "incorrect", 3: "neutral"}),
+    ("Step 1: correct\nStep 2: Incorrect - 16 - 3 is 13 not 12\nStep 3: neutral",
+     {1: "correct", 2: "incorrect", 3: "neutral"}),
     ("**Step 1** - Correct.\n**Step 2** - This step is wrong.", {1: "correct", 2: "incorrect"}),
     ("1. correct\n2. correct\n3) not correct", {1: "correct", 2: "correct", 3: "incorrect"}),
     ('Here you go: {"1": "correct", "2": "incorrect"}', {1: "correct", 2: "incorrect"}),
-    ('```json\n[{"step": 1, "verdict": "correct"}, {"step": 2, "verdict": "neutral"}]\n```', {1: "correct", 2: "neutral"}),
+    ('```json\n[{"step": 1, "verdict": "correct"}, {"step": 2, "verdict": "neutral"}]\n```',
+     {1: "correct", 2: "neutral"}),
     ("Everything checks out until the first incorrect step is step 3.", {1: "correct", 2: "correct", 3: "incorrect"}),
     ("I cannot judge this.", {}),
 ])

@@ -18,7 +18,7 @@ def test_eval_embedded_model_on_gsm8k(tmp_path, smol_path, capsys):
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 4 and summary["model"] == "smollm2-135m-instruct"
-    rows = [json.loads(l) for l in (out / "graded.jsonl").read_text().splitlines()]
+    rows = [json.loads(s) for s in (out / "graded.jsonl").read_text().splitlines()]
     # the real model writes English about the question (a random model would not)
     assert sum(any(w in r["completion"].lower() for w in ("the", "step", "we")) for r in rows) >= 3
     printed = capsys.readouterr().out

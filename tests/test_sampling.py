@@ -170,8 +170,15 @@ def test_resume_after_kill(tmp_path, tokenizer, tiny_model):
 
 
 def test_backend_interface_rows_are_completions(tokenizer, tiny_model):
-    out = backend(tiny_model, tokenizer).generate(PROMPTS[:1], SamplingParams(n=2, max_new_tokens=2))
-    assert all(isinstance(c, Completion) for c in out[0])
+    """Backend.generate: n Completions per prompt, in prompt order; `text` is what was generated,
+    `tokens` counts it, `finish` says why it ended."""
+    bias(tiny_model, tokenizer("=", add_special_tokens=False).input_ids[0])  # the model writes "=" only
+    params = SamplingParams(n=2, max_new_tokens=9, calculator=True)
+    out = backend(tiny_model, tokenizer).generate(["plain", "Then <<2+3=", "plain again"], params)
+    assert [len(comps) for comps in out] == [2, 2, 2]
+    assert all(type(c) is Completion and c.tokens == 9 and c.finish == "length" for comps in out for c in comps)
+    assert [c.text for c in out[0] + out[2]] == ["=" * 9] * 4
+    assert all(c.text.startswith("5>>=") for c in out[1])  # the calculator's result, in the second prompt's row
 
 
 @pytest.mark.real_model

@@ -23,7 +23,6 @@ import pytest
 
 from mathpo import prompts
 from mathpo.serve.render import extract_answer
-
 from test_serve import untied_tiny_model
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)

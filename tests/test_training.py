@@ -17,8 +17,8 @@ from mathpo import prompts
 from mathpo.cli import main
 from mathpo.errors import UserError
 from mathpo.training import rows as tdata
-from mathpo.training import train_stage as trun
 from mathpo.training import train
+from mathpo.training import train_stage as trun
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"learning_rate": 3e-3, "save_strategy": "no", "report_to": [], "per_device_train_batch_size": 4}
@@ -152,7 +152,7 @@ def test_dpo_full_moves_weights_and_raises_margin_then_resumes(tokenizer, small_
         completion_logps(small_model_dir, PAIRS, "rejected", tokenizer)
     after = completion_logps(path, PAIRS, "chosen", tokenizer) - completion_logps(path, PAIRS, "rejected", tokenizer)
     assert (after - before).mean() > 0.5, (before, after)  # implicit reward margin on the training pairs rises
-    logs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in logs if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
     assert steps[-1]["rewards/margins"] > steps[0]["rewards/margins"]
@@ -167,7 +167,7 @@ def test_dpo_full_moves_weights_and_raises_margin_then_resumes(tokenizer, small_
     shutil.rmtree(out / "model")
     train("dpo", str(small_model_dir), PAIRS, str(out), resume=True,
           trl={**FAST, "max_steps": 4, "save_strategy": "steps", "save_steps": 1})
-    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    steps = [json.loads(s)["step"] for s in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in s]
     assert steps == [1, 2, 3, 4]
 
 
@@ -224,9 +224,44 @@ def test_two_processes_ddp_on_cpu(tokenizer, small_model_dir, tmp_path):
     assert state["global_step"] == 2
 
 
-def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monkeypatch):
+# Log-probs and LM-head gradients under TRL's own settings, in a fresh process: in the test process,
+# earlier tests have trained, and training sets mathpo's CPU settings of TRL's fused LM head.
+FRESH_TRL_REFERENCE = """
+import json, sys
+import torch
+import trl.kernels.chunked_logprob as kernel
+import trl.trainer.utils as trl_utils
+from transformers import AutoModelForCausalLM
+from trl.trainer.utils import add_fused_lm_head
+
+torch.set_num_threads(1)
+folder = sys.argv[1]
+model = AutoModelForCausalLM.from_pretrained(folder + "/model").eval()
+add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+ids, labels = torch.load(folder + "/batch.pt")
+out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+out.log_probs.sum().backward()
+torch.save((out.log_probs.detach(), model.get_output_embeddings().weight.grad), folder + "/reference.pt")
+print(json.dumps({"tokens": kernel.TOKEN_CHUNK_SIZE, "vocab": trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE,
+                  "compact_on_cpu": bool(trl_utils._use_triton(torch.device("cpu")))}))
+"""
+
+
+def fresh_trl_reference(model, ids, labels, folder: Path):
+    """(TRL's settings in a fresh import, log-probs, LM-head gradient) of `model` on one batch."""
+    model.save_pretrained(folder / "model")
+    torch.save((ids, labels), folder / "batch.pt")
+    proc = subprocess.run([sys.executable, "-c", FRESH_TRL_REFERENCE, str(folder)], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lp, grad = torch.load(folder / "reference.pt")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), lp, grad
+
+
+def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monkeypatch, tmp_path):
     """mathpo's CPU settings of TRL's fused LM head (small tiles, completion positions only) change
-    memory and time, not the numbers: log-probs and gradients match TRL's defaults."""
+    memory and time, not the numbers: log-probs and gradients match TRL's defaults (computed in a
+    fresh process, whatever earlier tests left in this one)."""
     import trl.kernels.chunked_logprob as kernel
     import trl.trainer.utils as trl_utils
     from trl.trainer.utils import add_fused_lm_head
@@ -236,10 +271,13 @@ def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monke
         monkeypatch.setattr(mod, name, getattr(mod, name))  # restored after the test
     torch.manual_seed(0)
     model = make_tiny_model(tokenizer, layers=1, hidden=32)
-    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     ids = torch.randint(0, model.config.vocab_size, (3, 40))
     labels = ids.clone()
     labels[:, :25] = -100  # prompt positions
+    trl_defaults, ref_lp, ref_grad = fresh_trl_reference(model, ids, labels, tmp_path)
+    # the reference ran other settings than mathpo's, so the comparison below can fail
+    assert (trl_defaults["tokens"], trl_defaults["vocab"]) != (512, 8192) and not trl_defaults["compact_on_cpu"]
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
 
     def run():
         model.zero_grad()
@@ -247,7 +285,6 @@ def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monke
         out.log_probs.sum().backward()
         return out.log_probs.detach(), model.get_output_embeddings().weight.grad.clone()
 
-    ref_lp, ref_grad = run()
     assert trun.cpu_lm_head()
     assert kernel.TOKEN_CHUNK_SIZE == 512 and trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 8192
     assert trl_utils._use_triton(torch.device("cpu"))  # completion positions only
@@ -256,14 +293,3 @@ def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monke
     assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(grad, ref_grad, atol=1e-6)
     assert trun.cpu_lm_head() and trl_utils._use_triton.mathpo_cpu  # idempotent: wrapped once
 
-
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train_*.yaml")), ids=lambda p: p.name)
-def test_example_configs_name_real_trl_fields(path):
-    import yaml
-
-    cfg = yaml.safe_load(path.read_text())
-    assert cfg["method"] in ("sft", "dpo")
-    values = trun.config_values(cfg["method"], Path("x"), bool(cfg.get("lora")), cfg.get("trl") or {})
-    trun._trl_config_class(cfg["method"])(**{**values, "use_cpu": True})  # TRL accepts the values
-    if cfg.get("lora"):
-        trun.lora_config(cfg.get("peft") or {})

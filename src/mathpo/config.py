@@ -8,6 +8,7 @@ with their defaults. Dotted keys (`train.beta=0.2`) reach into nested sections.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,19 @@ import yaml
 from .errors import UserError
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading `1e-4` / `5e-7` as floats (as YAML 1.2 and JSON do): YAML 1.1 wants
+    `1.0e-4` and would hand TRL the string '5e-7' as a learning rate."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+.0123456789"))
+
+
 def parse_value(text: str) -> Any:
     """`3` -> 3, `0.5` -> 0.5, `true` -> True, `[1,2]` -> [1, 2], anything else stays a string."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         return text
 
@@ -55,7 +65,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"no such config file: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -19,9 +19,11 @@ from . import common
 
 
 def register(sub) -> None:
-    parser, opts = common.new_command(sub, "pairs", "build DPO pairs, RFT sets or Step-DPO pairs from graded samples", run)
+    parser, opts = common.new_command(sub, "pairs", "build DPO pairs, RFT sets or Step-DPO pairs from graded samples",
+                                      run)
     opts.add("--kind", choices=list(KINDS), default=None, help="dpo (whole solutions), rft (SFT set), step (Step-DPO)")
-    opts.add("--input", action="append", default=[], help="graded JSONL (repeatable: samples of several rounds are pooled)")
+    opts.add("--input", action="append", default=[],
+             help="graded JSONL (repeatable: samples of several rounds are pooled)")
     opts.add("--output", default=None, help="pairs JSONL; the summary goes to OUT.summary.json")
     opts.add("--template", default="auto", help="prompt template; auto = the rows' `template` field")
     opts.add("--model", default=None, help="step: the model that rolls out and rectifies (default: the rows' `model`); "
@@ -68,7 +70,8 @@ def run(args) -> int:
         if kind == "dpo":
             out, stats = dpo.build(rows, tok, template, k=cfg["k"], threshold=cfg["threshold"])
         else:
-            out, stats = rft.build(rows, tok, template, threshold=cfg["threshold"], cap_percentile=cfg["cap_percentile"])
+            out, stats = rft.build(rows, tok, template, threshold=cfg["threshold"],
+                                   cap_percentile=cfg["cap_percentile"])
     else:
         out, stats = _step(rows, cfg, template, model)
     stats["inputs"] = list(cfg["input"])

@@ -135,7 +135,7 @@ def extract_answer(completion: str) -> tuple[str | None, bool]:
         nums = _NUMBER.findall(hashes)  # `#### Ava saves $18800`: one number on the line is the answer
         return (nums[0] if len(nums) == 1 else hashes), True
     m = None
-    for m in _MINERVA.finditer(text):
+    for m in _MINERVA.finditer(text):  # noqa: B007 (the loop keeps the last match in m)
         pass
     if m:
         return m.group(1).strip(), True

@@ -6,8 +6,8 @@ Used by `mathpo eval`, `mathpo pairs` (pools), `mathpo loop` (curriculum, report
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import comb, sqrt
-from typing import Callable
 
 from .equivalence import equivalent
 from .normalize import normalize

@@ -32,7 +32,8 @@ _UNITS = (
     "liters|mL|sq\\.?|ft\\.?|in\\.?|cm\\^2|m\\^2|units\\^2"
 )
 _UNIT_TAIL = re.compile(r"(?<=[\d}.)])\s*(?:(?:" + _UNITS + r")\b\.?\s*)+(?:\^\{?[23]\}?)?$", re.I)
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|textnormal)\s*\{([^{}]*)\}")
+_TEXT_CMD = re.compile(
+    r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|textnormal)\s*\{([^{}]*)\}")
 _SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad|\\displaystyle|\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])|~")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ|\\degree")
 _THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?:,\d{3})+)(?![\d,]|\.\d*,)")
@@ -81,7 +82,8 @@ def normalize(s: str) -> str:
     s = _DEGREES.sub("", s)
     for _ in range(3):
         s = _TEXT_CMD.sub(r" \1 ", s)
-    s = s.replace("\\dots", "\\ldots").replace("\\cdots", "\\ldots").replace("\\neq", "\\ne").replace("\\times", "\\cdot").replace("\\ast", "*")
+    s = (s.replace("\\dots", "\\ldots").replace("\\cdots", "\\ldots").replace("\\neq", "\\ne")
+         .replace("\\times", "\\cdot").replace("\\ast", "*"))
     s = re.sub(r"\\(?:le|ge)(?![a-z])", lambda m: m.group() + "q", s)
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"^(?:the answer is|answer:?)\s*", "", s, flags=re.I)
@@ -111,7 +113,7 @@ def _repeating(m: re.Match) -> str:
     whole, fixed, rep = m.group(1) or "0", m.group(2), m.group(3)
     value = Fraction(int(whole)) + Fraction(int(fixed or "0"), 10 ** len(fixed)) + Fraction(
         int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
-    return "\\frac{%d}{%d}" % (value.numerator, value.denominator)
+    return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
 
 def strip_assignment(s: str) -> str:

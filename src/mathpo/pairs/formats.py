@@ -39,7 +39,8 @@ def load_pairs(path: str | Path, kind: str | None = None) -> tuple[str, list[dic
         raise UserError(f"{path}: no rows")
     want = kind or kind_of(rows[0])
     if want not in KINDS:
-        raise UserError(f"{path}: rows are not pairs; expected fields {' / '.join(', '.join(f) for f in KINDS.values())}")
+        fields = " / ".join(", ".join(f) for f in KINDS.values())
+        raise UserError(f"{path}: rows are not pairs; expected fields {fields}")
     for i, r in enumerate(rows, 1):
         missing = [f for f in KINDS[want] if f not in r]
         if missing:

@@ -20,8 +20,8 @@ prompt (prefix 0) instead of being skipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .. import grading
 from ..sampling import SamplingParams

@@ -46,7 +46,7 @@ def reference_completion(solution: str, gold: str, template: str | prompts.Templ
     """A reference solution written as the template's answer would be: final answer marked the
     template's way (boxed or '#### N') and, for step templates, one 'Step k:' per line."""
     t = prompts.get(template) if isinstance(template, str) else template
-    lines = [l.strip() for l in solution.strip().split("\n") if l.strip()]
+    lines = [s.strip() for s in solution.strip().split("\n") if s.strip()]
     last = lines[-1] if lines else ""
     hashes_line = last.startswith("####")
     if t.answer_format == "boxed":
@@ -60,7 +60,7 @@ def reference_completion(solution: str, gold: str, template: str | prompts.Templ
     else:
         answer_line = f"#### {last_boxed(solution) or gold}"
     if t.answer_start.rstrip().endswith("Step 1:") and lines:
-        body = " " + lines[0] + "".join(f"\nStep {k}: {l}" for k, l in enumerate(lines[1:], 2))
+        body = " " + lines[0] + "".join(f"\nStep {k}: {s}" for k, s in enumerate(lines[1:], 2))
     else:
         body = "\n".join(lines)
         body = re.sub(r"^\s+", "", body)

@@ -10,7 +10,7 @@ rejected one (after whitespace) or to an earlier chosen step is dropped.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .. import grading
 from ..sampling import SamplingParams

@@ -46,7 +46,7 @@ def collect(graded_rows: list[dict], tokenizer, template: str, split_mode: str,
             max_per_question: int | None, stats: dict) -> list[tuple[dict, Task]]:
     """(wrong row, Task) for each unique wrong solution, with the question's correct samples."""
     out = []
-    for qid, qrows in group(graded_rows).items():
+    for qrows in group(graded_rows).values():
         stats["questions"] += 1
         rendered = None
         seen: set[str] = set()
@@ -89,7 +89,8 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
                    "wrong_solutions": 0, "skipped": Counter(), "per_question": Counter(),
                    "steps_per_solution": Counter(),
                    "settings": {"rollouts": rollouts, "chunk": chunk, "search": search, "margin": margin,
-                                "rectify_n": rectify_n, "pairs_per_error": pairs_per_error, "probe_unsolved": probe_unsolved,
+                                "rectify_n": rectify_n, "pairs_per_error": pairs_per_error,
+                                "probe_unsolved": probe_unsolved,
                                 "split": split_mode, "temperature": temperature, "top_p": top_p,
                                 "max_new_tokens": max_new_tokens, "seed": seed, "calculator": calculator}}
     items = collect(graded_rows, tokenizer, template, split_mode, max_per_question, stats)
@@ -122,7 +123,7 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
 
     # rectify: reuse the locator's successful rollouts from the prefix before the error
     fixes = []
-    for row, task, res in located:
+    for _row, task, res in located:
         e, mode = res.error, used_mode(task.steps)
         rejected = task.steps[e - 1].body
         fixes.append(rectify.candidates(rejected, res.successes.get(e - 1, []), mode, pairs_per_error))

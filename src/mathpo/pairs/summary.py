@@ -13,7 +13,8 @@ from pathlib import Path
 def _plain(value):
     """Counters -> dicts with sorted keys (ints sort numerically), recursively, for JSON."""
     if isinstance(value, Counter | dict):
-        items = sorted(value.items(), key=lambda kv: (not isinstance(kv[0], int), kv[0] if isinstance(kv[0], int) else str(kv[0])))
+        items = sorted(value.items(),
+                       key=lambda kv: (not isinstance(kv[0], int), kv[0] if isinstance(kv[0], int) else str(kv[0])))
         return {str(k): _plain(v) for k, v in items}
     if isinstance(value, list):
         return [_plain(v) for v in value]
@@ -61,7 +62,8 @@ def format_summary(stats: dict) -> str:
         if loc.get("error_step"):
             lines.append("error at step: " + ", ".join(f"{k}: {v}" for k, v in loc["error_step"].items()))
         if loc.get("error_position"):
-            lines.append("error position in solution: " + ", ".join(f"{k} {v}" for k, v in loc["error_position"].items()))
+            lines.append("error position in solution: "
+                         + ", ".join(f"{k} {v}" for k, v in loc["error_position"].items()))
         if loc.get("rollouts_per_located") is not None:
             lines.append(f"rollouts: {loc.get('rollouts', 0)} to locate ({loc['rollouts_per_located']} per located "
                          f"error), {stats.get('rectify', {}).get('rollouts', 0)} to rectify")

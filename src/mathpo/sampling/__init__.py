@@ -7,8 +7,9 @@ care which one runs:  backend.generate(prompts, params) -> one list of `Completi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..errors import UserError
 

@@ -12,8 +12,8 @@ Used by `hf.py` (`mathpo sample`, `eval`, the pairs stage's prefix sampling).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 

@@ -3,8 +3,9 @@
 Continuous batching (`engine.py`): prompts sorted by length, each prefilled once (several packed
 into one forward) for all its n samples, finished rows replaced at once, slots sized to a memory
 budget, the calculator and stop strings per row. Small calls (the pairs stage's prefix rollouts)
-cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV buffer. On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a
-bf16 copy (`sample_dtype="auto"`); logits are sampled in fp32. Models whose attention does not go
+cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV buffer.
+On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a bf16 copy
+(`sample_dtype="auto"`); logits are sampled in fp32. Models whose attention does not go
 through transformers' AttentionInterface fall back to batched `model.generate` (same rows, slower).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

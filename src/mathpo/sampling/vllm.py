@@ -9,7 +9,7 @@ Used by `mathpo sample` / `eval` when vLLM is installed and asked for.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import UserError
 from . import Completion, SamplingParams, calculator, truncate_at_stop

@@ -74,7 +74,8 @@ def _messages(body: dict, limits: Limits) -> list[dict]:
     return out
 
 
-def parse_request(body, engines: dict[str, ServedModel], limits: Limits) -> tuple[ServedModel, list[dict], GenParams, dict]:
+def parse_request(body, engines: dict[str, ServedModel],
+                  limits: Limits) -> tuple[ServedModel, list[dict], GenParams, dict]:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     name = body.get("model") or next(iter(engines))
@@ -150,7 +151,7 @@ def router(engines: dict[str, ServedModel], limits: Limits, log: RequestLog | No
 
 def _last(stream):
     last = []
-    for last in stream:
+    for last in stream:  # noqa: B007 (the loop keeps the last item in last)
         pass
     return last
 

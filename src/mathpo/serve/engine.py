@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -41,7 +41,7 @@ class Gate:
     def load(self) -> int:
         return self._held
 
-    def admit(self) -> "Ticket":
+    def admit(self) -> Ticket:
         """A place in line, or Busy when the line is full. Release the ticket when done."""
         with self._mutex:
             if self._held >= 1 + self.max_waiting:
@@ -228,6 +228,6 @@ class ServedModel:
     def complete(self, prompt: str, params: GenParams, ticket: Ticket | None = None,
                  add_special_tokens: bool | None = None) -> list[Choice]:
         last: list[Choice] = []
-        for last in self.stream(prompt, params, ticket, add_special_tokens):
+        for last in self.stream(prompt, params, ticket, add_special_tokens):  # noqa: B007 (keeps the last)
             pass
         return last

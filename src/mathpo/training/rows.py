@@ -90,7 +90,8 @@ def sft_rows(rows: list[dict], tokenizer, template: str) -> list[dict]:
         elif row.get("question") is not None:
             key = "completion" if row.get("completion") is not None else "solution"
             if row.get(key) is None:
-                raise UserError(f"{where}: a 'question' row needs 'solution' or 'completion' (fields: {', '.join(row)})")
+                raise UserError(f"{where}: a 'question' row needs 'solution' or 'completion' "
+                                f"(fields: {', '.join(row)})")
             prompt = prompts.render(tokenizer, _text(row, "question", where), template)
             completion = prompts.get(template).as_answer(_text(row, key, where))
         else:
