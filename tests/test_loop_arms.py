@@ -110,3 +110,20 @@ def test_arms_run_once_per_shared_stage_and_resume_after_a_kill(tmp_path, tiny_m
     for line in ("| st | st | tiny | 3 |", "| full | dpo-st + step-dpo | tiny | 3 |", "| dpo-st - st | tiny | 3 |"):
         assert line in report
     assert "| st | st | tiny | 3 |" in report and "5.0 |" in report
+
+
+def test_seed_to_seed_spread_across_two_runs(tmp_path):
+    from mathpo.report_arms import seeds_table
+
+    for seed, correct in ((0, [1, 1, 1, 0]), (1, [1, 0, 0, 0])):
+        root = tmp_path / f"s{seed}"
+        write_json(root / "config.json", {"seed": seed})
+        write_jsonl(root / "data" / "test" / "t.jsonl", [])
+        _fake_eval(root, "st/iter_1/eval_st", correct)
+        _fake_eval(root, "dpo-st/iter_1/eval_sft", [1, 1, 1, 1])
+        write_json(root / "arms.json", {
+            "st": {"recipes": ["st"], "steps": [], "final_eval": "st/iter_1/eval_st"},
+            "dpo-st": {"recipes": ["dpo-st"], "steps": [], "final_eval": "dpo-st/iter_1/eval_sft"}})
+    text = seeds_table([tmp_path / "s0", tmp_path / "s1"])
+    assert "| st | t | 75.0% | 25.0% | 50.0 |" in text and "| dpo-st | t | 100.0% | 100.0% | 0.0 |" in text
+    assert "| dpo-st - st | t | +25.0 [" in text and "| +75.0 [" in text

@@ -7,10 +7,13 @@ RUN/arms.png and RUN/arms_comparisons.json, built from RUN/arms.json and the fin
   rule: `st` samples sample.n + rft.n, DPO-ST's two sampling stages together) and Step-DPO rollouts;
 - paired differences between arms (and each arm against the warm-up model): mean difference over
   the shared questions with a paired 95% interval, questions gained / lost, exact McNemar p.
+Seed-to-seed spread over runs of one arms config with different seeds:
+    python -m mathpo.report_arms runs/ablation runs/ablation-seed1     # prints it, writes RUN1/seeds.md
 """
 
 from __future__ import annotations
 
+import sys
 from itertools import combinations
 from pathlib import Path
 
@@ -44,17 +47,23 @@ def _points(root: Path, arms: dict) -> list[tuple[str, str]]:
     return points + [(name, a["final_eval"]) for name, a in arms.items() if a.get("final_eval")]
 
 
+def _scores(root: Path):
+    """(arms.json, evaluation points, test sets, {(point, test): {question id: correctness}})."""
+    arms = read_json(root / "arms.json")
+    points = _points(root, arms)
+    tests = sorted(p.stem for p in (root / "data" / "test").glob("*.jsonl"))
+    scores = {(name, t): correctness(root, rel, t) for name, rel in points for t in tests
+              if (root / rel / t / "graded.jsonl").is_file()}
+    return arms, points, tests, scores
+
+
 def arms_table(root: str | Path) -> tuple[str, list[dict]]:
     """Markdown (accuracy table + paired differences) and the comparisons as dicts; ("", []) for
     a run without arms."""
     root = Path(root)
     if not (root / "arms.json").is_file():
         return "", []
-    arms = read_json(root / "arms.json")
-    points = _points(root, arms)
-    tests = sorted(p.stem for p in (root / "data" / "test").glob("*.jsonl"))
-    scores = {(name, t): correctness(root, rel, t) for name, rel in points for t in tests
-              if (root / rel / t / "graded.jsonl").is_file()}
+    arms, points, tests, scores = _scores(root)
     lines = ["| arm | recipes | test set | n | accuracy | 95% interval (Wilson) | samples/question/iteration "
              "| step rollouts |", "|---|---|---|---|---|---|---|---|"]
     for name, rel in points:
@@ -123,3 +132,42 @@ def write_arms(root: Path, plt) -> tuple[str, list[str]]:
     write_json(root / "arms_comparisons.json", comps)
     plot = plot_arms(root, plt)
     return text, [plot] if plot else []
+
+
+def seeds_table(roots: list[str | Path]) -> str:
+    """Markdown: every arm's accuracy per test set in each run (one seed each) with the spread
+    (max - min), and each paired difference between arms per run."""
+    runs = [(read_json(Path(r) / "config.json").get("seed"), _scores(Path(r))) for r in roots]
+    names = list(dict.fromkeys(name for _, (_, points, _, _) in runs for name, _ in points))
+    tests = sorted({t for _, (_, _, ts, _) in runs for t in ts})
+    head = " | ".join(f"seed {seed}" for seed, _ in runs)
+    lines = [f"| arm | test set | {head} | spread |", "|---|---|" + "---|" * (len(runs) + 1)]
+    for name in names:
+        for t in tests:
+            accs = [sum(v.values()) / len(v) if (v := sc.get((name, t))) else None for _, (_, _, _, sc) in runs]
+            got = [a for a in accs if a is not None]
+            if got:
+                cells = [f"{100 * a:.1f}%" if a is not None else "" for a in accs]
+                lines.append(f"| {name} | {t} | {' | '.join(cells)} | {100 * (max(got) - min(got)):.1f} |")
+    diffs = [f"| comparison | test set | {head} |", "|---|---|" + "---|" * len(runs)]
+    for a, b in combinations(names, 2):
+        for t in tests:
+            cells = []
+            for _, (_, _, _, sc) in runs:
+                if (a, t) in sc and (b, t) in sc:
+                    c = paired(sc[(a, t)], sc[(b, t)])
+                    cells.append(f"{100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]")
+                else:
+                    cells.append("")
+            if any(cells):
+                diffs.append(f"| {b} - {a} | {t} | {' | '.join(cells)} |")
+    return ("## Arms across seeds\n\nAccuracy (%) of each arm's final model per seed; spread = max - min.\n\n"
+            + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed:\n\n" + "\n".join(diffs) + "\n")
+
+
+if __name__ == "__main__":
+    from .records import atomic_write_text
+
+    text = seeds_table(sys.argv[1:])
+    atomic_write_text(Path(sys.argv[1]) / "seeds.md", text)
+    print(text)
