@@ -1,12 +1,15 @@
 """The self-training loop (`mathpo loop CONFIG.yaml [key=value ...]`): DPO-ST and Step-DPO as a
 straight line of stage calls, resumable by stage.
 
-Recipes (`recipe:` one name or a list, run in that order inside every iteration):
+Recipes (`recipe:` one name or a list, run in that order inside every iteration; or `arms:`, several
+recipe lists compared in one run, see mathpo.loop_arms):
 - `dpo-st`: sample n per training question from the current model, grade, DPO pairs (pooled with
   earlier iterations), DPO (reference = the current model), sample from the DPO model, RFT set
   (pooled), SFT (from the base model as DPO-ST does, or continuing; `sft.restart`), evaluate.
 - `step-dpo`: sample solutions, grade, step pairs (rollout localization + rectification),
   Step-DPO training, evaluate.
+- `st`: conventional self-training, DPO-ST's baseline (mathpo.loop_st): sample sample.n + rft.n
+  per question from the current model (as many as DPO-ST's two sampling stages), RFT set, SFT.
 An optional warm-up SFT on labelled data runs first (iter_0). Every stage writes into
 `OUT/NAME/iter_K/STAGE/` and ends by writing `DONE.json` (its stats and seconds) atomically; a
 re-run skips stages with a DONE.json and redoes the others from their own resumable state
@@ -281,29 +284,35 @@ def _labelled(cfg: dict, train: list[dict]) -> list[dict]:
     return [r for r in train if r.get("solution")][: cfg["warmup_sft"]["limit"] or None]
 
 
-def _pooled(run: Run, k: int, stage: str) -> list[dict]:
+def _iter(k: int) -> str:
+    """Iteration k's folder (in a run with arms, `where` maps k to the arm's own; mathpo.loop_arms)."""
+    return f"iter_{k}"
+
+
+def _pooled(run: Run, k: int, stage: str, where=_iter) -> list[dict]:
     rows = []
     for j in range(1, k + 1):
-        path = run.root / f"iter_{j}" / stage / "graded.jsonl"
+        path = run.root / where(j) / stage / "graded.jsonl"
         if path.is_file():
             rows += read_jsonl(path)
     return rows
 
 
-def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list[dict], tokenizer) -> str:
-    cfg, it = run.cfg, f"iter_{k}"
+def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list[dict], tokenizer,
+           where=_iter, final: bool = False) -> str:
+    cfg, it = run.cfg, where(k)
     run.stage(f"{it}/sample", lambda d: sample_stage(cfg, current, questions, cfg["sample"], cfg["template"],
                                                      cfg["seed"] + k, d))
     graded = read_jsonl(run.root / it / "sample" / "graded.jsonl")
     order = curriculum_order(cfg, graded)
-    pooled = _pooled(run, k, "sample") if cfg["dpo"]["pool"] else graded
+    pooled = _pooled(run, k, "sample", where) if cfg["dpo"]["pool"] else graded
     run.stage(f"{it}/pairs", lambda d: pairs_stage("dpo", pooled, tokenizer, cfg["template"],
                                                    {"k": cfg["dpo"]["k"], "threshold": cfg["dpo"]["threshold"]},
                                                    d, order))
     pairs = read_jsonl(run.root / it / "pairs" / "dpo.jsonl")
     dpo_model = run.stage(f"{it}/dpo", lambda d: train_stage(cfg, "dpo", current, pairs, cfg["dpo"], d,
                                                              extra=_curriculum_train(order)))["model"]
-    if "dpo" in cfg["eval"]["after"]:
+    if "dpo" in cfg["eval"]["after"] or (final and not cfg["sft"]["enabled"]):
         run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, dpo_model, d, run.root))
     if not cfg["sft"]["enabled"]:
         return dpo_model
@@ -311,25 +320,19 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
                                                          cfg["seed"] + 1000 + k, d))
     pool = cfg["rft"]["pool"]
     if pool == "all":  # the current model's samples too: more questions with a correct solution
-        pooled = _pooled(run, k, "sample") + _pooled(run, k, "sample_dpo")
+        pooled = _pooled(run, k, "sample", where) + _pooled(run, k, "sample_dpo", where)
     elif pool:
-        pooled = _pooled(run, k, "sample_dpo")
+        pooled = _pooled(run, k, "sample_dpo", where)
     else:
         pooled = read_jsonl(run.root / it / "sample_dpo" / "graded.jsonl")
-    run.stage(f"{it}/rft", lambda d: pairs_stage("rft", pooled, tokenizer, cfg["template"],
-                                                 {"threshold": cfg["rft"]["threshold"],
-                                                  "cap_percentile": cfg["rft"]["cap_percentile"]}, d, order))
-    rft_rows = read_jsonl(run.root / it / "rft" / "rft.jsonl")
+    from .loop_st import rft_sft
+
     start = {"base": base, "warmup": warm, "continue": dpo_model}[cfg["sft"]["restart"]]
-    sft_model = run.stage(f"{it}/sft", lambda d: train_stage(cfg, "sft", start, rft_rows, cfg["sft"], d,
-                                                             extra=_curriculum_train(order)))["model"]
-    if "sft" in cfg["eval"]["after"]:
-        run.stage(f"{it}/eval_sft", lambda d: eval_stage(cfg, sft_model, d, run.root))
-    return sft_model
+    return rft_sft(run, it, pooled, tokenizer, order, start, ("rft", "sft", "sft"), final)
 
 
-def step_dpo(run: Run, k: int, current: str, questions: list[dict]) -> str:
-    cfg, it, st = run.cfg, f"iter_{k}", run.cfg["step"]
+def step_dpo(run: Run, k: int, current: str, questions: list[dict], where=_iter, final: bool = False) -> str:
+    cfg, it, st = run.cfg, where(k), run.cfg["step"]
     questions = questions[: st["questions"] or None]
     run.stage(f"{it}/step_sample", lambda d: sample_stage(cfg, current, questions, st, st["template"],
                                                           cfg["seed"] + 2000 + k, d))
@@ -340,9 +343,22 @@ def step_dpo(run: Run, k: int, current: str, questions: list[dict]) -> str:
     model = run.stage(f"{it}/step_dpo", lambda d: train_stage(cfg, "dpo", current, rows, st, d,
                                                               template=st["template"],
                                                               extra=_curriculum_train(order)))["model"]
-    if "step_dpo" in cfg["eval"]["after"]:
+    if "step_dpo" in cfg["eval"]["after"] or final:
         run.stage(f"{it}/eval_step_dpo", lambda d: eval_stage(cfg, model, d, run.root))
     return model
+
+
+def apply_recipe(run: Run, recipe: str, k: int, current: str, base: str, warm: str, questions: list[dict],
+                 tokenizer, where=_iter, final: bool = False) -> str:
+    """One recipe's stages in iteration k from the model `current`; returns the model it made.
+    `final`: evaluate that model even where eval.after leaves it out (an arm's last model)."""
+    if recipe == "dpo-st":
+        return dpo_st(run, k, current, base, warm, questions, tokenizer, where, final)
+    if recipe == "st":
+        from .loop_st import st
+
+        return st(run, k, current, base, warm, questions, tokenizer, where, final)
+    return step_dpo(run, k, current, questions, where, final)
 
 
 def run_loop(cfg) -> Path:
@@ -369,13 +385,14 @@ def run_loop(cfg) -> Path:
         if "warmup_sft" in cfg["eval"]["after"]:
             run.stage("iter_0/eval_warmup_sft", lambda d: eval_stage(cfg, current, d, run.root))
     warm = current
-    for k in range(1, cfg["iterations"] + 1):
-        questions = _questions(cfg, train, k)
-        for recipe in cfg["recipe"]:
-            if recipe == "dpo-st":
-                current = dpo_st(run, k, current, base, warm, questions, tokenizer)
-            else:
-                current = step_dpo(run, k, current, questions)
+    if cfg["arms"]:  # several recipe lists from the same warm-up model, shared stages run once
+        from .loop_arms import run_arms
+
+        current = ", ".join(f"{arm}: {m}" for arm, m in run_arms(run, base, warm, train, tokenizer).items())
+    else:
+        for k in range(1, cfg["iterations"] + 1):
+            for recipe in cfg["recipe"]:
+                current = apply_recipe(run, recipe, k, current, base, warm, _questions(cfg, train, k), tokenizer)
     from .report import write_report
 
     table = write_report(run.root)

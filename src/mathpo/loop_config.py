@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -25,8 +26,8 @@ from .config import apply_overrides, build_dataclass, load_yaml
 from .errors import UserError
 from .pairs.step_options import StepPairOptions
 
-RECIPES = ("dpo-st", "step-dpo")
-EVAL_POINTS = ("base", "warmup_sft", "dpo", "sft", "step_dpo")
+RECIPES = ("dpo-st", "step-dpo", "st")
+EVAL_POINTS = ("base", "warmup_sft", "dpo", "sft", "step_dpo", "st")
 
 
 @dataclass
@@ -56,7 +57,8 @@ class Warmup(Training):
 
 @dataclass
 class Sample(Sampling):
-    """Sampling from the current model on this iteration's training questions."""
+    """Sampling from the current model on this iteration's training questions. Equal budget: the
+    `st` recipe draws sample.n + rft.n per question here, DPO-ST's two sampling stages together."""
     questions: Union[int, None] = None  # a window of that many training questions per iteration
     start: int = 0
 
@@ -71,7 +73,8 @@ class Dpo(Training):
 
 @dataclass
 class Rft(Sampling):
-    """Sampling from the DPO model and the RFT set made of its correct samples."""
+    """Sampling from the DPO model and the RFT set made of its correct samples. Equal budget: the
+    `st` recipe samples sample.n + rft.n per question from the current model instead."""
     n: int = 3
     threshold: float = 0.7
     cap_percentile: float = 90
@@ -102,7 +105,7 @@ class Eval(Sampling):
     n: int = 1
     temperature: float = 0.0
     ks: list = field(default_factory=list)
-    after: list = field(default_factory=lambda: ["warmup_sft", "dpo", "sft", "step_dpo"])
+    after: list = field(default_factory=lambda: ["warmup_sft", "dpo", "sft", "step_dpo", "st"])
 
 
 @dataclass
@@ -131,6 +134,9 @@ class LoopConfig:
     calculator: bool = False
     seed: int = 0
     recipe: Union[list, str] = field(default_factory=lambda: ["dpo-st"])  # run in this order each iteration
+    # instead of `recipe`: several arms compared in one run, name -> recipe list, all from the same
+    # warm-up model, shared stages run once (mathpo.loop_arms), e.g. {st: [st], dpo-st: [dpo-st]}
+    arms: dict = field(default_factory=dict)
     iterations: int = 1
     use_solutions: Union[bool, str] = "labelled"  # gold solutions as positives: true, labelled, false
     train_data: Union[dict, None] = None  # {synth: {n, steps, seed, split}} or {dataset, split, limit}
@@ -173,12 +179,18 @@ def _recipes(value, where: str) -> list[str]:
     bad = [r for r in names if r not in RECIPES]
     if bad or not names:
         raise UserError(f"{where}: unknown recipe '{bad[0] if bad else ''}' (recipes: {', '.join(RECIPES)})")
+    if len(set(names)) < len(names):  # each recipe's stages have one folder per iteration
+        raise UserError(f"{where}: a recipe appears twice in {names}; use iterations to repeat it")
     return names
 
 
 def check(cfg: LoopConfig) -> LoopConfig:
     """Every remaining rule, including the free-form sections; normalizes `recipe` to a list."""
     cfg.recipe = _recipes(cfg.recipe, "recipe")
+    cfg.arms = {str(name): _recipes(r, f"arms.{name}") for name, r in cfg.arms.items()}
+    for name in cfg.arms:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name == "data" or name.startswith("iter_"):
+            raise UserError(f"arms: '{name}' cannot name a folder (letters, digits, - _ .; not data or iter_*)")
     if not isinstance(cfg.train_data, dict):
         raise UserError("train_data is required: {synth: {n: 400}} or {dataset: gsm8k, split: train}")
     if cfg.iterations < 0:

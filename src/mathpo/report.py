@@ -18,7 +18,7 @@ from pathlib import Path
 from .grading.metrics import group, pass_at_k, pass_rates
 from .records import atomic_write_text, read_json, read_jsonl
 
-PAIR_FILES = {"pairs": ("dpo.jsonl", "DPO pairs"), "rft": ("rft.jsonl", "RFT rows"),
+PAIR_FILES = {"pairs": ("dpo.jsonl", "DPO pairs"), "rft": ("rft.jsonl", "RFT rows"), "st_rft": ("rft.jsonl", "RFT rows"),
               "step_pairs": ("step.jsonl", "step pairs")}
 
 
@@ -200,6 +200,10 @@ def write_report(root: str | Path) -> str:
         plots.append("accuracy.png")
     plots += _simple_plots(root, done, _pass_curves(root, done), plt)
     table, comps = summary_table(root, evals)
+    from .report_arms import write_arms
+
+    arms_text, arms_plots = write_arms(root, plt)
+    table += "\n\n" + arms_text if arms_text else ""
     total = sum(st.get("seconds", 0) for _, st in done)
     stage_rows = "\n".join(f"| {s} | {st.get('seconds', 0):.0f} | {st.get('rows', st.get('samples', ''))} |"
                            for s, st in done)
@@ -207,7 +211,7 @@ def write_report(root: str | Path) -> str:
             f"Accuracy is greedy unless the eval section asks for samples; intervals are 95% (Wilson for\n"
             f"accuracy; paired normal interval for the change, with an exact McNemar test on the\n"
             f"questions that changed). Stage time in total: {total / 60:.1f} min.\n\n{table}\n\n"
-            + "".join(f"![{p[:-4]}]({p})\n\n" for p in plots)
+            + "".join(f"![{p[:-4]}]({p})\n\n" for p in arms_plots + plots)
             + "| stage | seconds | rows |\n|---|---|---|\n" + stage_rows + "\n")
     atomic_write_text(root / "report.md", text)
     from .records import write_json
