@@ -122,7 +122,7 @@ def sample_stage(cfg: dict, model: str, records: list[dict], section: dict, temp
     write_jsonl(d / "graded.jsonl", graded)
     m = summarize(graded, [section["n"]] if section["n"] > 1 else [])
     return {"questions": len(records), "samples": len(graded), "accuracy": m.get("accuracy"),
-            "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"], "sample_seconds": stats["seconds"]}
+            "truncated": m.get("truncated"), "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"], "sample_seconds": stats["seconds"]}
 
 
 def eval_stage(cfg: dict, model: str, d: Path) -> dict:
