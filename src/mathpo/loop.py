@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, grading, models, prompts
+from . import data, grading, models, prompts, runlock
 from .data import synth
 from .errors import UserError
 from .evaluation import evaluate
@@ -334,7 +334,7 @@ def run_loop(cfg: dict) -> Path:
     """Run (or resume) the whole loop from a complete config (`commands.loop.load_config`)."""
     run = Run(cfg)
     cfg["_root"] = str(run.root)
-    run.root.mkdir(parents=True, exist_ok=True)
+    runlock.hold(run.root, "loop")  # one writer per run folder: a second loop here exits 2 naming this pid
     write_json(run.root / "config.json", {k: v for k, v in cfg.items() if not k.startswith("_")})
     t0 = time.time()
     run.stage("data", lambda d: make_data(cfg, d))

@@ -3,7 +3,7 @@ under `torchrun` / `accelerate launch`, see `mathpo.sampling.shard`)."""
 
 from __future__ import annotations
 
-from .. import models
+from .. import models, runlock
 from ..sampling import shard
 from ..sampling.run import sample_records
 from . import common
@@ -22,6 +22,8 @@ def run(args) -> int:
     records, params, fewshot = common.prepare_sampling(cfg)
     where = shard.launch()
     out = common.default_out(cfg, "sample")
+    if where.rank == 0:  # one writer per run folder (the other ranks are this run's own)
+        runlock.hold(out, "sample")
     loaded = models.load(cfg["model"], cfg["dtype"], shard.device_for(cfg["device"], where), cfg["cache_dir"],
                          quiet=where.rank > 0)
     backend = common.make_backend(cfg, loaded)

@@ -10,7 +10,9 @@ in a YAML file (`--config`) they sit under `trl:`, LoRA settings under `peft:`.
 
 from __future__ import annotations
 
-from .. import prompts
+import os
+
+from .. import prompts, runlock
 from ..errors import UserError
 from . import common
 
@@ -66,6 +68,8 @@ def run(args) -> int:
     out = cfg["out"] or f"runs/train/{cfg['method']}-{common.slug(cfg['model'])}"
     overrides = dict(cfg["trl"] or {})
     overrides.update(peft=cfg["peft"] or {}, merge_lora=cfg["merge_lora"], data_dir=cfg["data_dir"])
+    if os.environ.get("RANK", "0") == "0":  # one writer per run folder (other ranks are this run's own)
+        runlock.hold(out, "train")
     from ..training import train
 
     train(cfg["method"], cfg["model"], cfg["data"], out, lora=bool(cfg["lora"]), template=cfg["template"],
