@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cli_error
 from mathpo import records
 from mathpo.cli import main
 from mathpo.errors import UserError
@@ -53,11 +54,7 @@ def full_disk(monkeypatch):
 
 
 def error_line(capsys) -> str:
-    """The one error line on stderr (progress bars may share it); no traceback."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("mathpo ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    return cli_error(capsys.readouterr().err)
 
 
 def _left_over(folder: Path) -> list[str]:

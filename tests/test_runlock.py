@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import cli_error
 from mathpo import runlock
 from mathpo.cli import main
 from mathpo.records import write_jsonl
@@ -31,8 +32,8 @@ def holder(tmp_path):
 
 
 def _one_line_naming(capsys, pid: int) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"pid {pid}" in err and "Traceback" not in err
+    err = cli_error(capsys.readouterr().err)
+    assert f"pid {pid}" in err
     return err
 
 

@@ -51,9 +51,13 @@ class Run:
     def stage(self, rel: str, fn) -> dict:
         d = self.root / rel
         if (d / DONE).is_file():
-            stats = read_json(d / DONE)
-            print(f"[{rel}] done before ({stats.get('seconds', 0):.0f} s); skipped")
-            return stats
+            try:
+                stats = read_json(d / DONE)
+                print(f"[{rel}] done before ({stats.get('seconds', 0):.0f} s); skipped")
+                return stats
+            except UserError as e:  # torn (a crash where renames are not atomic): the stage is redone
+                print(f"[{rel}] {e}; redoing the stage")
+                (d / DONE).unlink()
         d.mkdir(parents=True, exist_ok=True)
         print(f"[{rel}] running")
         t0 = time.time()

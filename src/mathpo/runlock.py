@@ -5,7 +5,9 @@ A second process asking for the same folder gets UserError naming the holder's p
 2). The kernel drops a flock when its holder dies, however it dies (SIGKILL included), so a lock
 file left by a dead process never blocks: the next holder just takes it. The lock is held until
 the process exits (or `release`); asking again from the same process is a no-op. The lock's file
-descriptor is not inherited by child processes (Python opens files close-on-exec).
+descriptor is not inherited by child processes (Python opens files close-on-exec). `release` of a
+folder that `hold` created and that holds nothing else removes it again, so a command that fails on
+bad input leaves no empty run folder behind.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from pathlib import Path
 from .errors import UserError
 
 LOCK_NAME = ".mathpo.lock"
-_held: dict[Path, int] = {}  # lock file -> open descriptor holding the flock
+_held: dict[Path, tuple[int, bool]] = {}  # lock file -> (descriptor holding the flock, folder created by hold)
 
 
 def hold(folder: str | os.PathLike, command: str) -> Path:
     """Lock `folder` for this process (created if missing); UserError when a live process holds it."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = (folder / LOCK_NAME).resolve()
     if path in _held:
@@ -39,12 +42,17 @@ def hold(folder: str | os.PathLike, command: str) -> Path:
                         "(one writer per run folder)") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
-    _held[path] = fd
+    _held[path] = (fd, created)
     return path
 
 
 def release(folder: str | os.PathLike) -> None:
-    """Drop this process's lock on `folder` (if it holds one)."""
-    fd = _held.pop((Path(folder) / LOCK_NAME).resolve(), None)
-    if fd is not None:
-        os.close(fd)
+    """Drop this process's lock on `folder` (if it holds one); tidy a folder `hold` made for nothing."""
+    path = (Path(folder) / LOCK_NAME).resolve()
+    fd, created = _held.pop(path, (None, False))
+    if fd is None:
+        return
+    if created and [p.name for p in path.parent.iterdir()] == [LOCK_NAME]:
+        path.unlink(missing_ok=True)
+        path.parent.rmdir()
+    os.close(fd)

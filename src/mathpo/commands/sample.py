@@ -22,11 +22,11 @@ def run(args) -> int:
     records, params, fewshot = common.prepare_sampling(cfg)
     where = shard.launch()
     out = common.default_out(cfg, "sample")
-    if where.rank == 0:  # one writer per run folder (the other ranks are this run's own)
-        runlock.hold(out, "sample")
     loaded = models.load(cfg["model"], cfg["dtype"], shard.device_for(cfg["device"], where), cfg["cache_dir"],
                          quiet=where.rank > 0)
     backend = common.make_backend(cfg, loaded)
+    if where.rank == 0:  # one writer per run folder (the other ranks are this run's own)
+        runlock.hold(out, "sample")
     out.mkdir(parents=True, exist_ok=True)
     if where.rank == 0:
         common.save_config(out, cfg)

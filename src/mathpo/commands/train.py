@@ -72,6 +72,9 @@ def run(args) -> int:
         runlock.hold(out, "train")
     from ..training import train
 
-    train(cfg["method"], cfg["model"], cfg["data"], out, lora=bool(cfg["lora"]), template=cfg["template"],
-          overrides=overrides, resume=bool(cfg["resume"]), cache_dir=cfg["cache_dir"])
+    try:
+        train(cfg["method"], cfg["model"], cfg["data"], out, lora=bool(cfg["lora"]), template=cfg["template"],
+              overrides=overrides, resume=bool(cfg["resume"]), cache_dir=cfg["cache_dir"])
+    finally:
+        runlock.release(out)
     return 0
