@@ -61,3 +61,11 @@ def tiny_model(tokenizer):
 def needs_data(*rel: str):
     missing = [r for r in rel if not (DATA / r).is_file()]
     return pytest.mark.skipif(bool(missing), reason=f"benchmark data not found under {DATA}")
+
+
+def cli_error(err: str) -> str:
+    """The one error line a failed command printed on stderr (progress bars may share stderr); asserts
+    there is exactly one and no traceback."""
+    lines = [line for line in err.splitlines() if line.startswith("mathpo ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]

@@ -28,7 +28,7 @@ OWN = {"peft", "merge_lora", "data_dir"}
 
 def load_loop_config(path: Path) -> dict:
     """The loader `mathpo loop` runs; the one place this file names it."""
-    from mathpo.commands.loop import load_config
+    from mathpo.loop_config import load_config
 
     return load_config(str(path))
 

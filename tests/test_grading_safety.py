@@ -25,9 +25,9 @@ ADVERSARIAL = [
     ("\\boxed{10^{10^{10}}}", "10^{10^{10}}", True),
     ("\\boxed{(10^{100})!}", "1", False),
     ("x" * 100_000 + " so the answer is 5", "5", True),
-    ("7 " * 50_000, "7", True),
+    ("7 " * 50_000, "7", False),  # degenerate repetition: no answer, never correct (grading.truncation)
     ("The answer is " + "1+" * 30_000 + "1", "30001", False),
-    ("\\boxed{" * 5000 + "5", "5", True),
+    ("\\boxed{" * 5000 + "5", "5", False),  # a run of openings that never closes: cut off, never correct
     ("{" * 5000 + "\\boxed{5}" + "}" * 3, "5", True),
     ("}" * 5000 + "#### 5", "5", True),
     ("\\boxed{" + "(" * 3000 + "5" + ")" * 3000 + "}", "5", False),
@@ -60,7 +60,7 @@ def test_tower_times_out_with_flag_and_pool_recovers():
     t = time.monotonic()
     g = grade("\\boxed{" + TOWER + "}", "3", timeout=1.0)
     assert time.monotonic() - t < 5.0
-    assert g == {"pred": TOWER, "correct": False, "strict_correct": False, "timeout": True}
+    assert g == {"pred": TOWER, "correct": False, "strict_correct": False, "timeout": True, "truncated": None}
     # the killed worker was replaced: the next symbolic check works
     assert equivalent("\\log_2 16", "4")
 

@@ -110,7 +110,8 @@ def test_reference_prompt_rendered_when_rows_have_none(tokenizer):
     rows = [{k: v for k, v in r.items() if k != "prompt"} for r in ROUND1]
     out, _ = dpo.build(rows, tokenizer, "chat-boxed")
     assert out[0]["prompt"] == prompts.render(tokenizer, "question q1?", "chat-boxed")
-    assert out[0]["chosen"].endswith("\\boxed{9}$.")
+    # the rows name no template and their samples answer `#### N`: the reference does too
+    assert out[0]["chosen"].endswith("\n#### 9") and "boxed" not in out[0]["chosen"]
 
 
 def test_ungraded_rows_rejected():

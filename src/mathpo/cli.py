@@ -9,6 +9,7 @@ function. User mistakes (UserError) print one line on stderr and exit 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -45,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except UserError as e:
         print(f"mathpo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk is the user's to fix too (records' own writes say which file)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"mathpo {args.command}: error: disk full{where}; free space and re-run the same command "
+              "(it resumes)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mathpo {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)

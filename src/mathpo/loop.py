@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, grading, models, prompts
+from . import data, grading, models, prompts, runlock
 from .data import synth
 from .errors import UserError
 from .evaluation import evaluate
@@ -66,10 +66,14 @@ class Run:
         if old != d and (old / DONE).is_file() and not d.exists():
             old.rename(d)  # a run folder from before the eval_<point> names: adopt its result
         if (d / DONE).is_file():
-            stats = read_json(d / DONE)
-            print(f"[{rel}] done before ({stats.get('seconds', 0):.0f} s); skipped")
-            self._reached(rel)
-            return stats
+            try:
+                stats = read_json(d / DONE)
+                print(f"[{rel}] done before ({stats.get('seconds', 0):.0f} s); skipped")
+                self._reached(rel)
+                return stats
+            except UserError as e:  # torn (a crash where renames are not atomic): the stage is redone
+                print(f"[{rel}] {e}; redoing the stage")
+                (d / DONE).unlink()
         d.mkdir(parents=True, exist_ok=True)
         print(f"[{rel}] running")
         t0 = time.time()
@@ -139,7 +143,7 @@ def sample_stage(cfg: dict, model: str, records: list[dict], section: dict, temp
     write_jsonl(d / "graded.jsonl", graded)
     m = summarize(graded, [section["n"]] if section["n"] > 1 else [])
     return {"questions": len(records), "samples": len(graded), "accuracy": m.get("accuracy"),
-            "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"], "sample_seconds": stats["seconds"]}
+            "truncated": m.get("truncated"), "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"], "sample_seconds": stats["seconds"]}
 
 
 def eval_stage(cfg: dict, model: str, d: Path, root: Path) -> dict:
@@ -366,6 +370,7 @@ def run_loop(cfg) -> Path:
     cfg = cfg if isinstance(cfg, dict) else cfg.as_dict()
     run = Run(cfg)
     run.root.mkdir(parents=True, exist_ok=True)
+    runlock.hold(run.root, "loop")  # one writer per run folder: a second loop here exits 2 naming this pid
     write_json(run.root / "config.json", cfg)
     t0 = time.time()
     run.stage("data", lambda d: make_data(cfg, d))

@@ -3,14 +3,21 @@ batch-by-batch appends that a killed process can never leave half-written.
 
 Used by every subcommand (`mathpo sample`, `grade`, `pairs`, `train`, `eval`, `loop`).
 
+A write the disk refuses (full disk, quota, read-only) leaves the previous file as it was and
+raises UserError naming the file (one line, exit 2). `MATHPO_FAULT_KILL=SUFFIX[@N]` is the fault
+test's hook (tests/test_faults.py): the N-th write (default 1st) to a path ending in SUFFIX writes
+half its bytes and then SIGKILLs the process, as a power cut would.
+
 Row conventions: every row has the question `id`; samples carry `sample`
 (index within the question). Other fields are stage-specific and documented where written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -49,19 +56,51 @@ def _dumps(row: Any) -> str:
     return json.dumps(row, ensure_ascii=False)
 
 
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
+_fault_counts: dict[str, int] = {}
+
+
+def disk_error(path: Path, e: OSError) -> UserError:
+    """The one line for a write the disk refused."""
+    why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+    return UserError(f"cannot write {path}: {why}; the previous file is unchanged (free space and re-run)")
+
+
+def _write(f, path: Path, data: str) -> None:
+    """f.write(data), flush, fsync; the fault hook (module docstring) cuts the write half-way and dies."""
+    hook = os.environ.get("MATHPO_FAULT_KILL")
+    if hook:
+        suffix, _, nth = hook.partition("@")
+        if path.as_posix().endswith(suffix):
+            _fault_counts[suffix] = _fault_counts.get(suffix, 0) + 1
+            if _fault_counts[suffix] == int(nth or 1):
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text to a temp file beside `path`, fsync, then rename into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if e.errno in _DISK_ERRORS:
+            raise disk_error(path, e) from None
+        raise
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            _write(f, path, text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+            raise disk_error(path, e) from None
         raise
     return path
 
@@ -86,26 +125,47 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 class JsonlAppender:
-    """Append rows in batches; each batch is one write() of whole lines followed by fsync.
+    """Append rows in batches; a batch is whole or absent, never torn or partial.
 
-    On open, a torn last line (from a kill mid-write on a filesystem without atomic appends)
-    is cut off, so the file always holds whole rows only. `rows()` returns what is already there,
-    so a resumed job can skip the work it holds.
+    Each batch is one write() of whole lines, fsync, then its end is committed to a small
+    sidecar (`.NAME.commit`: the file's size and inode). On open, whatever lies past the last
+    committed end (a batch a kill cut mid-write, or wrote but did not commit) is cut off, so a
+    resumed job redoes exactly the batches that were not finished: nothing lost, nothing
+    doubled. Files without a valid sidecar (older runs; the file replaced since) get their
+    torn last line cut instead. A batch the disk refuses is cut back off before UserError.
+    `rows()` returns what is already there, so a resumed job can skip the work it holds.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.commit_path = self.path.with_name(f".{self.path.name}.commit")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._truncate_torn_tail()
+        self._truncate_uncommitted()
 
-    def _truncate_torn_tail(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
+    def _committed(self) -> int | None:
+        """The committed size, when the sidecar belongs to this very file (same inode)."""
+        try:
+            size, inode = (int(x) for x in self.commit_path.read_text().split())
+            return size if inode == self.path.stat().st_ino else None
+        except (OSError, ValueError):
+            return None
+
+    def _truncate_uncommitted(self) -> None:
+        if not self.path.exists():  # created empty and committed, so even a first batch cut short is cut off
+            self.path.touch()
+        size = self.path.stat().st_size
+        keep = self._committed()
+        if keep is None or keep > size:
+            data = self.path.read_bytes()
+            keep = data.rfind(b"\n") + 1 if data and not data.endswith(b"\n") else size
+        if keep < size:
             with self.path.open("r+b") as f:
                 f.truncate(keep)
+        self._commit()
+
+    def _commit(self) -> None:
+        st = self.path.stat()
+        atomic_write_text(self.commit_path, f"{st.st_size} {st.st_ino}\n")
 
     def rows(self) -> list[dict]:
         return read_jsonl(self.path) if self.path.exists() else []
@@ -114,7 +174,14 @@ class JsonlAppender:
         text = "".join(_dumps(r) + "\n" for r in rows)
         if not text:
             return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        start = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                _write(f, self.path, text)
+        except OSError as e:
+            if e.errno not in _DISK_ERRORS:
+                raise
+            with self.path.open("r+b") as f:  # the part of the batch that got through
+                f.truncate(start)
+            raise disk_error(self.path, e) from None
+        self._commit()

@@ -14,8 +14,10 @@ def register(sub) -> None:
     parser = sub.add_parser("grade", help="grade completions against gold answers",
                             description="Reads rows with at least `completion` and `gold`; writes the same rows "
                                         "in the same order adding `pred` (the extracted answer or null), "
-                                        "`correct` (flexible), `strict_correct` (explicit answer marker needed) "
-                                        "and `timeout` (a symbolic check ran past its limit; counted wrong).")
+                                        "`correct` (flexible), `strict_correct` (explicit answer marker needed), "
+                                        "`timeout` (a symbolic check ran past its limit; counted wrong) and "
+                                        "`truncated` (why the final answer is cut off, or null; never correct). "
+                                        "A row's `finish` (length = stopped at the token limit) is used.")
     parser.add_argument("input", help="JSONL rows with completion and gold")
     parser.add_argument("--output", "-o", required=True, help="graded JSONL (written atomically)")
     parser.add_argument("--workers", type=int, default=1, help="processes for symbolic checks (default: 1)")
@@ -36,11 +38,12 @@ def run(args) -> int:
         graded = grading.grade_rows(rows, workers=args.workers, timeout=args.timeout, progress=progress)
     write_jsonl(args.output, graded)
     timeouts = sum(r["timeout"] for r in graded)
+    cut = f"{sum(bool(r['truncated']) for r in graded)} truncated (never correct)"
     if all("id" in r for r in graded):
         s = summarize(graded)
         print(f"graded {len(graded)} rows over {s['n']} questions: accuracy {100 * s['accuracy']:.1f}% "
-              f"(strict {100 * s['strict_accuracy']:.1f}%), {timeouts} timeouts")
+              f"(strict {100 * s['strict_accuracy']:.1f}%), {timeouts} timeouts, {cut}")
     else:
-        print(f"graded {len(graded)} rows: {sum(r['correct'] for r in graded)} correct, {timeouts} timeouts")
+        print(f"graded {len(graded)} rows: {sum(r['correct'] for r in graded)} correct, {timeouts} timeouts, {cut}")
     print(f"wrote {args.output}")
     return 0

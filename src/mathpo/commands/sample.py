@@ -3,7 +3,7 @@ under `torchrun` / `accelerate launch`, see `mathpo.sampling.shard`)."""
 
 from __future__ import annotations
 
-from .. import models
+from .. import models, runlock
 from ..sampling import shard
 from ..sampling.sample_stage import sample_records
 from . import common
@@ -25,6 +25,8 @@ def run(args) -> int:
     loaded = models.load(cfg["model"], cfg["dtype"], shard.device_for(cfg["device"], where), cfg["cache_dir"],
                          quiet=where.rank > 0)
     backend = common.make_backend(cfg, loaded)
+    if where.rank == 0:  # one writer per run folder (the other ranks are this run's own)
+        runlock.hold(out, "sample")
     out.mkdir(parents=True, exist_ok=True)
     if where.rank == 0:
         common.save_config(out, cfg)

@@ -10,7 +10,9 @@ in a YAML file (`--config`) they sit under `trl:`, LoRA settings under `peft:`.
 
 from __future__ import annotations
 
-from .. import prompts
+import os
+
+from .. import prompts, runlock
 from ..errors import UserError
 from . import common
 
@@ -64,9 +66,14 @@ def run(args) -> int:
             raise UserError(f"'{section}' must be a mapping of settings")
     common.check_model(cfg)
     out = cfg["out"] or f"runs/train/{cfg['method']}-{common.slug(cfg['model'])}"
+    if os.environ.get("RANK", "0") == "0":  # one writer per run folder (other ranks are this run's own)
+        runlock.hold(out, "train")
     from ..training import train
 
-    train(cfg["method"], cfg["model"], cfg["data"], out, lora=bool(cfg["lora"]), template=cfg["template"],
-          trl=cfg["trl"], peft=cfg["peft"], merge_lora=cfg["merge_lora"], data_dir=cfg["data_dir"],
-          resume=bool(cfg["resume"]), cache_dir=cfg["cache_dir"])
+    try:
+        train(cfg["method"], cfg["model"], cfg["data"], out, lora=bool(cfg["lora"]), template=cfg["template"],
+              trl=cfg["trl"], peft=cfg["peft"], merge_lora=cfg["merge_lora"], data_dir=cfg["data_dir"],
+              resume=bool(cfg["resume"]), cache_dir=cfg["cache_dir"])
+    finally:
+        runlock.release(out)
     return 0

@@ -102,6 +102,7 @@ def summarize(rows: list[dict], ks: list[int] = ()) -> dict:
         "strict_accuracy": sum(sum(r["strict_correct"] for r in s[:n]) / n for s in by_id.values()) / n_q,
         "no_answer": sum(r.get("pred") is None for s in by_id.values() for r in s[:n]) / (n * n_q),
         "timeouts": sum(bool(r.get("timeout")) for s in by_id.values() for r in s[:n]),
+        "truncated": sum(bool(r.get("truncated")) for s in by_id.values() for r in s[:n]),  # cut-off answers
     }
     for k in ks:
         if k > n:

@@ -1,6 +1,12 @@
 """Pool graded samples per question for `mathpo pairs --kind dpo|rft`: the question's prompt,
-its unique correct solutions (the reference solution first, written in the template's answer
-format) and its unique wrong ones, near-duplicates removed.
+its unique correct solutions (the reference solution first, written in the answer format the
+question's samples use) and its unique wrong ones, near-duplicates removed. A row whose final
+answer is cut off (grading.truncation) is never a positive, whatever its `correct` says (rows
+graded elsewhere, or before mathpo checked this), and is counted in `truncated_positives`.
+
+Answer format of the reference: the template named by the question's rows (`template`, as
+`mathpo sample` writes it), else the format their completions use (`#### N` or `\boxed{}`, by
+majority; over the whole file when the question's samples have no marker), else `template`'s.
 
 Prompt rule: a question's prompt is the `prompt` field most of its rows share (the exact text
 that was sampled, so training sees the sampled tokens); rows without one get
@@ -12,12 +18,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import prompts
 from ..errors import UserError
 from ..grading import metrics
-from ..grading.extract import after_hashes, last_boxed
+from ..grading.extract import after_hashes, cut_run_on, last_boxed
+from ..grading.truncation import cut_off
 from .similarity import dedup
 
 REQUIRED = ("id", "question", "completion", "correct")
@@ -67,10 +74,42 @@ def reference_completion(solution: str, gold: str, template: str | prompts.Templ
     return t.as_answer((body + "\n" + answer_line) if body else answer_line)
 
 
+def detect_format(completions: list[str]) -> str | None:
+    """`boxed` or `hashes`: the final-answer marker most of the completions use; None if neither
+    wins (no markers, or a tie)."""
+    votes = Counter()
+    for c in completions:
+        text = cut_run_on(c or "")
+        boxed, hashes = last_boxed(text) is not None, after_hashes(text) is not None
+        if boxed != hashes:
+            votes["boxed" if boxed else "hashes"] += 1
+    if votes["boxed"] == votes["hashes"]:
+        return None
+    return "boxed" if votes["boxed"] > votes["hashes"] else "hashes"
+
+
+def reference_template(qrows: list[dict], template: str, file_format: str | None) -> prompts.Template:
+    """The template a question's reference solution is written in (see the module docstring)."""
+    named = Counter(r["template"] for r in qrows if r.get("template") in prompts.TEMPLATES)
+    if named:
+        return prompts.get(named.most_common(1)[0][0])
+    t = prompts.get(template)
+    fmt = detect_format([str(r.get("completion") or "") for r in qrows]) or file_format
+    return replace(t, answer_format=fmt) if fmt else t
+
+
+def whole(row: dict) -> bool:
+    """False when the row's final answer is cut off (its `truncated`, or checked here)."""
+    if row.get("truncated"):
+        return False
+    return cut_off(str(row.get("completion") or ""), row.get("pred"), row.get("finish")) is None
+
+
 def build_pools(rows: list[dict], tokenizer, template: str, threshold: float,
                 stats: dict) -> list[Pool]:
     """One Pool per question; counts dropped duplicates and set-aside rows into `stats`."""
     pools = []
+    file_format = detect_format([str(r.get("completion") or "") for r in rows])
     for qid, qrows in group(rows).items():
         first = qrows[0]
         given = Counter(r["prompt"] for r in qrows if r.get("prompt"))
@@ -83,8 +122,12 @@ def build_pools(rows: list[dict], tokenizer, template: str, threshold: float,
         same = [r for r in qrows if not r.get("prompt") or r["prompt"] == prompt]
         stats["rows_other_prompt"] += len(qrows) - len(same)
         solution = next((r["solution"] for r in qrows if r.get("solution")), None)
-        pos = [reference_completion(solution, str(first.get("gold", "")), template)] if solution else []
-        pos += [r["completion"] for r in same if r["correct"] and r["completion"].strip()]
+        ref = reference_template(qrows, template, file_format) if solution else None
+        pos = [reference_completion(solution, str(first.get("gold", "")), ref)] if solution else []
+        correct = [r for r in same if r["correct"] and r["completion"].strip()]
+        kept = [r for r in correct if whole(r)]
+        stats["truncated_positives"] += len(correct) - len(kept)
+        pos += [r["completion"] for r in kept]
         neg = [r["completion"] for r in same if not r["correct"] and r["completion"].strip()]
         pool = Pool(qid, prompt, has_reference=solution is not None)
         for texts, out in ((pos, pool.positives), (neg, pool.negatives)):
@@ -97,5 +140,5 @@ def build_pools(rows: list[dict], tokenizer, template: str, threshold: float,
 
 
 def new_stats(kind: str) -> dict:
-    return {"kind": kind, "questions": 0, "rows": 0, "rows_other_prompt": 0,
+    return {"kind": kind, "questions": 0, "rows": 0, "rows_other_prompt": 0, "truncated_positives": 0,
             "exact_duplicates": 0, "near_duplicates": 0, "skipped": Counter(), "per_question": Counter()}

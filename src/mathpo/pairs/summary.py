@@ -48,7 +48,8 @@ def format_summary(stats: dict) -> str:
     skipped = stats.get("skipped") or {}
     if skipped:
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()))
-    dups = [f"{k.replace('_', ' ')} {stats[k]}" for k in ("exact_duplicates", "near_duplicates", "rows_other_prompt")
+    dups = [f"{k.replace('_', ' ')} {stats[k]}" for k in ("exact_duplicates", "near_duplicates", "rows_other_prompt",
+                                                          "truncated_positives")
             if stats.get(k)]
     if dups:
         lines.append("dropped: " + ", ".join(dups))

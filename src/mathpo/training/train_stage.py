@@ -9,6 +9,9 @@ RUN/metrics.jsonl + RUN/metrics.png, RUN/tensorboard, RUN/train_config.yaml, RUN
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import json
 import logging
 import os
 import re
@@ -192,6 +195,18 @@ def _checkpoints(folder: Path) -> list[Path]:
     return sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []
 
 
+def _complete(checkpoint: Path) -> bool:
+    """Whether a checkpoint was saved to the end: the Trainer writes trainer_state.json last, so one
+    cut short by a kill lacks it (or holds it torn). Incomplete ones are removed, never resumed from."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        print(f"train: {checkpoint} was cut short (no complete trainer_state.json); removed, resuming before it")
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        return False
+
+
 def save_final(trainer, out_dir: Path, base_path: str, lora: bool, merge: bool) -> Path:
     """RUN/model: a plain HF folder (LoRA merged into the base; RUN/adapter keeps the adapter).
     Written beside, then renamed into place."""
@@ -268,7 +283,7 @@ def train(method: str, model: str, data: str | list[dict], out_dir: str, *, lora
                             callbacks=[MetricsLog(out / "metrics.jsonl")])
     checkpoint = None
     if resume:
-        found = _checkpoints(out / "checkpoints")
+        found = [p for p in _checkpoints(out / "checkpoints") if _complete(p)]
         checkpoint = str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
     trainer.train(resume_from_checkpoint=checkpoint)
     path = save_final(trainer, out, model_path, lora, merge=merge_lora is not False)
