@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from .engine import Busy, Engine, GenParams, Limits, Ticket
 from .log import RequestLog
 
-DISCONNECT_POLL = 0.25  # seconds between checks that a non-streaming client is still there
+DISCONNECT_POLL = 0.1  # seconds between checks that a non-streaming client is still there
 
 
 class ApiError(Exception):
@@ -166,15 +166,15 @@ def body_limit(limits: Limits) -> int:
 
 
 async def _read_json(request: Request, limit: int):
-    size = request.headers.get("content-length", "")
-    if size.isdigit() and int(size) > limit:
-        raise ApiError(413, f"request body too large: {size} bytes (limit {limit})")
+    # Read to the end even past the limit (keeping none of it): a client still sending when the
+    # connection closes would lose the 413.
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total > limit:
-            raise ApiError(413, f"request body too large: over {limit} bytes")
-        chunks.append(chunk)
+        if total <= limit:
+            chunks.append(chunk)
+    if total > limit:
+        raise ApiError(413, f"request body too large: {total} bytes (limit {limit})")
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, nesting too deep
