@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from test_serve import untied_tiny_model
+from test_serve import save_untied_tiny_model
 
 QUEUE = 3  # waiting requests per model the soak server accepts
 MAX_TOKENS = 32  # per plain / streaming request
@@ -156,10 +156,7 @@ def wait_for(predicate, timeout: float):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tokenizer) -> Path:
-    path = tmp_path_factory.mktemp("soak-model")
-    untied_tiny_model(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_untied_tiny_model(tmp_path_factory.mktemp("soak-model"), tokenizer)
 
 
 def ask(i: int, max_tokens: int = MAX_TOKENS, **extra) -> dict:

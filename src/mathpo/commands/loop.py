@@ -101,6 +101,11 @@ def check(cfg: dict) -> dict:
     c = cfg["curriculum"]
     if not 0 <= c["min_pass"] <= c["max_pass"] <= 1:
         raise UserError("curriculum: need 0 <= min_pass <= max_pass <= 1")
+    from ..sampling import check_backend
+    from ..training.launcher import check_launcher
+
+    check_backend(cfg["backend"])
+    check_launcher(cfg["launcher"])
     return cfg
 
 
@@ -114,8 +119,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    cfg = load_config(args.config, args.overrides)  # every config mistake before the heavy imports
     from ..loop import run_loop
 
-    cfg = load_config(args.config, args.overrides)
     run_loop(cfg)
     return 0

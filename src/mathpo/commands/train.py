@@ -63,6 +63,9 @@ def run(args) -> int:
         if cfg[section] is not None and not isinstance(cfg[section], dict):
             raise UserError(f"'{section}' must be a mapping of settings")
     common.check_model(cfg)
+    from ..training.launcher import check_environment
+
+    check_environment()
     out = cfg["out"] or f"runs/train/{cfg['method']}-{common.slug(cfg['model'])}"
     overrides = dict(cfg["trl"] or {})
     overrides.update(peft=cfg["peft"] or {}, merge_lora=cfg["merge_lora"], data_dir=cfg["data_dir"])
