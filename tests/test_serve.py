@@ -30,6 +30,13 @@ def untied_tiny_model(tokenizer, seed: int = 0):
     return LlamaForCausalLM(cfg).eval()
 
 
+def save_untied_tiny_model(path, tokenizer, seed: int = 0):
+    """A folder `mathpo serve --model` can load."""
+    untied_tiny_model(tokenizer, seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny models gain nothing from threads, and on a busy machine 2 threads run ~10x slower."""

@@ -2,7 +2,8 @@
 driven in headless Chromium (Debian's package, through Playwright's executable_path; never a
 browser download), and 20 concurrent API requests against the running server.
 
-`make test` installs Chromium; set MATHPO_SCREENSHOT_DIR to keep the page screenshots.
+`make test` installs Chromium; set MATHPO_SCREENSHOT_DIR to keep the page screenshots. Without
+Playwright (the `test` extra) or Chromium the page test is skipped, saying which one to install.
 """
 
 from __future__ import annotations
@@ -10,20 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from mathpo import prompts
+from mathpo.errors import UserError, require
 from mathpo.serve.render import extract_answer
-from test_serve import untied_tiny_model
+
+from test_serve import save_untied_tiny_model
+from test_serve_soak import post, start_server, stop_server
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,59 +31,16 @@ QUEUE = 2  # waiting requests per model the server accepts
 MAX_TOKENS = 48
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url: str, body: dict, timeout: float = 60) -> tuple[int, dict | str]:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            text = r.read().decode()
-            return r.status, (json.loads(text) if "json" in r.headers.get("content-type", "") else text)
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read().decode())
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tokenizer):
-    """`mathpo serve --model A --compare B` in a subprocess; yields (base url, workdir)."""
+    """`mathpo serve --model A --compare B` in a subprocess; yields (base url, workdir, root)."""
     root = tmp_path_factory.mktemp("serve")
-    for name, seed in (("model-a", 0), ("model-b", 1)):
-        untied_tiny_model(tokenizer, seed).save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
+    models = [save_untied_tiny_model(root / name, tokenizer, seed) for name, seed in (("model-a", 0), ("model-b", 1))]
     workdir = root / "cwd"
     workdir.mkdir()
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MATHPO_DATA": str(root / "no-data")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mathpo.cli", "serve", "--model", str(root / "model-a"), "--compare",
-         str(root / "model-b"), "--port", str(port), "--max-new-tokens", str(MAX_TOKENS), "--queue", str(QUEUE)],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"mathpo serve exited {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(base + "/v1/models", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"mathpo serve did not come up in 90 s:\n{proc.stdout.read()}")
-        time.sleep(0.3)
+    proc, base = start_server(models, workdir, "--max-new-tokens", str(MAX_TOKENS), "--queue", str(QUEUE))
     yield base, workdir, root
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_server(proc)
 
 
 def test_serves_loopback_only_and_lists_both_models(server):
@@ -153,12 +109,21 @@ def test_twenty_concurrent_requests_all_answered_or_busy(server):
     assert status == 200 and body["choices"][0]["finish_reason"] == "length"
 
 
-def test_page_in_headless_chromium(server):
+@pytest.fixture(scope="module")
+def playwright_api():
+    """Playwright's sync API, or a skip naming the extra (before any server starts)."""
+    try:
+        api = require("playwright.sync_api", "test", "the browser test")
+    except UserError as e:
+        pytest.skip(str(e))
     if CHROMIUM is None:
         pytest.skip("Chromium not found (no `chromium` on PATH, no /usr/bin/chromium): `make test` installs "
                     "Debian's package, or run `apt-get install chromium`")
-    from playwright.sync_api import expect, sync_playwright
+    return api
 
+
+def test_page_in_headless_chromium(playwright_api, server):
+    expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
     base, workdir, root = server
     question = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
     # What each model answers greedily through the API, for the same prompt the page renders.

@@ -368,6 +368,9 @@ def apply_recipe(run: Run, recipe: str, k: int, current: str, base: str, warm: s
 def run_loop(cfg) -> Path:
     """Run (or resume) the whole loop from a checked config (`loop_config.load` or `load_config`)."""
     cfg = cfg if isinstance(cfg, dict) else cfg.as_dict()
+    from .training.launcher import check_launcher  # imports torch, so not at config load
+
+    check_launcher(cfg["launcher"])  # a DeepSpeed launcher without deepspeed: one line, before any stage
     run = Run(cfg)
     run.root.mkdir(parents=True, exist_ok=True)
     runlock.hold(run.root, "loop")  # one writer per run folder: a second loop here exits 2 naming this pid

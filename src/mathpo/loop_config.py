@@ -217,6 +217,9 @@ def check(cfg: LoopConfig) -> LoopConfig:
         train_options.check_trl(method, s.overrides, f"{section}.overrides.")
         train_options.check_peft(s.peft, f"{section}.peft.")
     step_pair_options(cfg.as_dict())  # unknown keys, ranges, the judge's settings
+    from .sampling import check_backend  # light: names the extra when vllm is missing
+
+    check_backend(cfg.backend)
     return cfg
 
 

@@ -10,7 +10,7 @@ import yaml
 from .. import data, models, prompts
 from ..config import Options
 from ..errors import UserError
-from ..sampling import SamplingParams
+from ..sampling import SamplingParams, check_backend
 
 
 def new_command(sub, name: str, help: str, func) -> tuple[argparse.ArgumentParser, Options]:
@@ -105,6 +105,7 @@ def prepare_sampling(cfg: dict) -> tuple[list[dict], SamplingParams, list[dict]]
     model loads or anything is written."""
     records = load_records(cfg)
     params = sampling_params(cfg)
+    check_backend(cfg["backend"])
     prompts.get(cfg["template"])
     fewshot = fewshot_records(cfg)
     check_model(cfg)

@@ -6,7 +6,7 @@ import ipaddress
 import socket
 
 from .. import models, prompts
-from ..errors import UserError
+from ..errors import UserError, require
 from . import common
 
 
@@ -60,6 +60,8 @@ def run(args) -> int:
     if cfg["queue"] < 0:
         raise UserError(f"--queue must be >= 0, got {cfg['queue']}")
     prompts.get(cfg["template"])
+    for module in ("gradio", "uvicorn"):  # before a model loads
+        require(module, "serve", "mathpo serve")
     _check_port(cfg["host"], cfg["port"])
     names = [cfg["model"]] + ([cfg["compare"]] if cfg["compare"] else [])
     for name in names:

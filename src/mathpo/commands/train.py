@@ -65,6 +65,9 @@ def run(args) -> int:
         if cfg[section] is not None and not isinstance(cfg[section], dict):
             raise UserError(f"'{section}' must be a mapping of settings")
     common.check_model(cfg)
+    from ..training.launcher import check_environment
+
+    check_environment()
     out = cfg["out"] or f"runs/train/{cfg['method']}-{common.slug(cfg['model'])}"
     if os.environ.get("RANK", "0") == "0":  # one writer per run folder (other ranks are this run's own)
         runlock.hold(out, "train")

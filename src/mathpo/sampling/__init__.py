@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from ..errors import UserError
+from ..errors import UserError, require
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,28 @@ class Backend(Protocol):
         """n completions for each prompt, in prompt order. `progress(k)` after k more prompts finish."""
 
 
+BACKENDS = {"hf": None, "vllm": ("vllm", "vllm")}  # name -> (module, extra) it needs beyond the core
+
+
+def check_backend(name: str) -> None:
+    """UserError for an unknown backend, or one whose extra is not installed (before a model loads)."""
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend '{name}' ({', '.join(BACKENDS)})")
+    if BACKENDS[name]:
+        module, extra = BACKENDS[name]
+        require(module, extra, f"--backend {name}", load=False)
+
+
 def get_backend(name: str, loaded, add_special_tokens: bool = False, **options) -> Backend:
     """Build a backend over an already loaded model (`mathpo.models.Loaded`)."""
+    check_backend(name)
     if name == "hf":
         from .hf import HFBackend
 
         return HFBackend(loaded.model, loaded.tokenizer, add_special_tokens=add_special_tokens, **options)
-    if name == "vllm":
-        from .vllm import VLLMBackend
+    from .vllm import VLLMBackend
 
-        return VLLMBackend(loaded.path, add_special_tokens=add_special_tokens, **options)
-    raise UserError(f"unknown backend '{name}' (hf, vllm)")
+    return VLLMBackend(loaded.path, add_special_tokens=add_special_tokens, **options)
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

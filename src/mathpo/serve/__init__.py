@@ -45,7 +45,9 @@ def example_questions(dataset: str | None = "gsm8k", split: str = "test", data_d
 def build_app(engines: list[ServedModel], limits: Limits = Limits(), examples: list[str] = (),
               log_dir: str | None = None, max_waiting: int = 8):
     """A FastAPI app: `/v1/...` routes first, the Gradio page mounted at `/`."""
-    import gradio as gr
+    from ..errors import require
+
+    gr = require("gradio", "serve", "mathpo serve")
     from fastapi import FastAPI
 
     from .api import router

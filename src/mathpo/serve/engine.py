@@ -2,8 +2,9 @@
 
 The page and the OpenAI endpoint both call `ServedModel.stream`, which runs `model.generate` in a
 thread and yields the k growing completions after every decoding step. Generation is CPU/GPU
-bound, so each model runs one request at a time; `Gate` lets a bounded number wait behind it and
-refuses the rest at once (`Busy`), so a burst of requests gets a clear "busy" instead of piling up.
+bound, so each model runs one request at a time; `Gate` (gate.py) lets a bounded number wait
+behind it and refuses the rest at once (`Busy`), so a burst of requests gets a clear "busy"
+instead of piling up. A cancelled ticket (client gone) stops its generation at the next token.
 """
 
 from __future__ import annotations
@@ -20,56 +21,9 @@ from .. import prompts
 from ..errors import UserError
 from ..sampling import truncate_at_stop
 from ..sampling.calculator import CalculatorLogitsProcessor
+from .gate import Busy, Gate, Ticket
 
-
-class Busy(Exception):
-    """The model is generating and its waiting line is full."""
-
-
-class Gate:
-    """One request runs at a time; at most `max_waiting` more may wait; the rest are refused."""
-
-    def __init__(self, max_waiting: int):
-        if max_waiting < 0:
-            raise UserError(f"--queue must be >= 0, got {max_waiting}")
-        self.max_waiting = max_waiting
-        self._held = 0  # running + waiting
-        self._mutex = threading.Lock()
-        self._run = threading.Lock()
-
-    @property
-    def load(self) -> int:
-        return self._held
-
-    def admit(self) -> Ticket:
-        """A place in line, or Busy when the line is full. Release the ticket when done."""
-        with self._mutex:
-            if self._held >= 1 + self.max_waiting:
-                raise Busy(f"busy: {self._held - 1} request(s) already waiting for this model; try again shortly")
-            self._held += 1
-        return Ticket(self)
-
-
-class Ticket:
-    def __init__(self, gate: Gate):
-        self._gate = gate
-        self._released = False
-        self._lock = threading.Lock()
-
-    def running(self):
-        """Context manager: wait for the model, hold it while inside."""
-        return self._gate._run
-
-    def release(self) -> None:
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
-        with self._gate._mutex:
-            self._gate._held -= 1
-
-    def __del__(self):  # a ticket dropped unused (client gone before its stream started) frees its place
-        self.release()
+__all__ = ["Busy", "Choice", "Gate", "GenParams", "Limits", "ServedModel", "Ticket"]
 
 
 @dataclass(frozen=True)
@@ -101,14 +55,16 @@ class Choice:
 class _StepStreamer:
     """A `generate(streamer=...)` object (the put/end protocol): queues each step's token per row."""
 
-    def __init__(self):
+    def __init__(self, ticket: Ticket):
         self.steps: queue.Queue = queue.Queue()
+        self.ticket = ticket
         self._prompt_seen = False
 
     def put(self, value) -> None:
         if not self._prompt_seen:  # generate's first put is the prompt itself
             self._prompt_seen = True
             return
+        self.ticket.steps += 1
         self.steps.put(value.reshape(-1).tolist())
 
     def end(self) -> None:
@@ -151,27 +107,24 @@ class ServedModel:
 
     def stream(self, prompt: str, params: GenParams, ticket: Ticket | None = None,
                add_special_tokens: bool | None = None) -> Iterator[list[Choice]]:
-        """Yield the n choices after each decoding step; the last yield has every `finish` set.
+        """Yield the n choices after each decoding step; the last yield has every `finish` set
+        ("cancelled" when `ticket.cancel()` stopped it).
 
-        Takes an admitted ticket (admits one itself, or raises Busy, when none is given) and
-        releases it when done, abandoned or failed. Closing the iterator stops generation.
+        Takes an admitted ticket (admits one itself, or raises Busy, when none is given). The
+        generation worker waits for the model, holds it and gives it back itself; closing (or
+        dropping) the iterator cancels the ticket, which stops generation at its next token.
         """
-        ticket = ticket or self.gate.admit()
-        try:
-            with ticket.running():
-                yield from self._generate(prompt, params, add_special_tokens)
-        finally:
-            ticket.release()
+        yield from self._generate(prompt, params, add_special_tokens, ticket or self.gate.admit())
 
-    def _generate(self, prompt: str, params: GenParams, add_special_tokens: bool | None) -> Iterator[list[Choice]]:
-        cancel = threading.Event()
+    def _generate(self, prompt: str, params: GenParams, add_special_tokens: bool | None,
+                  ticket: Ticket) -> Iterator[list[Choice]]:
         worker = None
         try:
             if add_special_tokens is None:
                 add_special_tokens = prompts.add_special_tokens(self.template)
             enc = self.tok(prompt, return_tensors="pt", add_special_tokens=add_special_tokens)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
-            streamer = _StepStreamer()
+            streamer = _StepStreamer(ticket)
             sample = params.temperature > 0
             rows = params.n if sample else 1  # greedy: n identical answers, computed once
             stop = tuple(s for s in params.stop if s)
@@ -179,20 +132,28 @@ class ServedModel:
                 **enc, max_new_tokens=params.max_new_tokens, do_sample=sample, num_return_sequences=rows,
                 temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
                 top_k=None, pad_token_id=self.tok.pad_token_id, streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
+                stopping_criteria=StoppingCriteriaList([_Cancelled(ticket.cancelled)]),
                 stop_strings=list(stop) or None, tokenizer=self.tok if stop else None,
                 logits_processor=[self.calculator] if self.calculator is not None else None,
             )
             errors: list[BaseException] = []
 
             def work():
+                # The worker, not the consumer, holds the model: it is given back when generation
+                # ends even if the consumer is suspended forever (a client that hung up).
                 try:
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    with torch.inference_mode():
-                        self.model.generate(**kwargs)
+                    if ticket.start() and ticket.wait_turn():
+                        try:
+                            if params.seed is not None:
+                                torch.manual_seed(params.seed)
+                            with torch.inference_mode():
+                                self.model.generate(**kwargs)
+                        finally:
+                            ticket.leave()
                 except BaseException as e:  # handed to the consumer below
                     errors.append(e)
+                finally:
+                    ticket.release()
                     streamer.end()
 
             worker = threading.Thread(target=work, name=f"generate-{self.name}", daemon=True)
@@ -218,11 +179,13 @@ class ServedModel:
                 raise errors[0]
             for c in choices:
                 if c.finish is None:
-                    c.finish = "length"
+                    c.finish = "cancelled" if ticket.cancelled.is_set() else "length"
             yield choices * per_row
-        finally:  # before the caller releases the model: the worker must be done with it
-            cancel.set()
-            if worker is not None:
+        finally:
+            ticket.cancel()
+            # Wait (a token at most) so that a closed stream means a free model; never from the
+            # worker itself, where the garbage collector may finalize an abandoned stream.
+            if worker is not None and worker is not threading.current_thread():
                 worker.join()
 
     def complete(self, prompt: str, params: GenParams, ticket: Ticket | None = None,
