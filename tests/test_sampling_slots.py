@@ -22,7 +22,7 @@ def test_shared_prompt_decode_equals_full_attention(dtype, tol):
     cache.prompt_values[0].normal_()
     cache.keys[0].normal_()
     cache.values[0].normal_()
-    cache.prepare_decode([g for _, _, g in rows], [p * n + s for p, s, _ in rows], prompt_lens)
+    cache.prepare_decode([g for _, _, g in rows], [p for p, _, _ in rows], [s for _, s, _ in rows], prompt_lens)
     query = torch.randn(len(rows), heads, 1, dim, dtype=dtype)
     key = torch.randn(len(rows), kv, 1, dim, dtype=dtype)
     value = torch.randn(len(rows), kv, 1, dim, dtype=dtype)

@@ -173,10 +173,10 @@ class Engine:
         return rows
 
     def _step(self, call: _Call, active: list[Row]) -> None:
-        n, p = call.params.n, call.params
+        p = call.params
         prompts = max(r.slot for r in active) + 1
-        call.cache.prepare_decode([len(r.ids) - 1 for r in active], [r.slot * n + r.sample for r in active],
-                                  call.prompt_lens[:prompts])
+        call.cache.prepare_decode([len(r.ids) - 1 for r in active], [r.slot for r in active],
+                                  [r.sample for r in active], call.prompt_lens[:prompts])
         positions = torch.tensor([[r.pos] for r in active], device=self.model.device)
         logits = self._forward(call, torch.tensor([[r.ids[-1]] for r in active]), positions)
         draws = [sampler.uniform(r.key, len(r.ids)) for r in active]

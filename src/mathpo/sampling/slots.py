@@ -51,7 +51,7 @@ class SlotCache:
         self.segments: list[tuple[int, int, int]] = []
         # decode, for B active rows over the prompt slots 0..P-1:
         self.write: torch.Tensor | None = None  # [B * kv_heads] flat index of each row's new key/value
-        self.cells: torch.Tensor | None = None  # [B] prompt slot * n + sample: the row's query cell
+        self.cells: torch.Tensor | None = None  # [B * kv_heads] each row's query cells in the prompt grid
         self.prompts = 0  # P
         self.gen_mask: torch.Tensor | None = None  # [B, 1, 1, Wg] additive: 0 where a row may attend
         self.prompt_mask: torch.Tensor | None = None  # [P, 1, 1, Wp]
@@ -69,15 +69,19 @@ class SlotCache:
         mask = torch.zeros((len(lengths), 1, 1, len(cols)), dtype=self.dtype, device=self.device)
         return mask.masked_fill_((cols[None, :] >= lengths[:, None])[:, None, None, :], float("-inf"))
 
-    def prepare_decode(self, gen_pos: list[int], cells: list[int], prompt_lens: list[int]) -> None:
-        """gen_pos: where each active row writes its new token; prompt_lens: of prompt slots 0..P-1."""
+    def prepare_decode(self, gen_pos: list[int], slots: list[int], samples: list[int],
+                       prompt_lens: list[int]) -> None:
+        """Per active row: where it writes its new token, its prompt slot and sample index;
+        prompt_lens: of prompt slots 0..P-1."""
         self.mode = "decode"
         rows = len(gen_pos)
         heads = torch.arange(self.kv_heads, device=self.device)
         pos = torch.tensor(gen_pos, device=self.device)
         base = torch.arange(rows, device=self.device)[:, None] * self.kv_heads + heads[None, :]
         self.write = (base * self.gen_len + pos[:, None]).reshape(-1)
-        self.cells = torch.tensor(cells, device=self.device)
+        # row b, kv head h -> grid cell (slot * kv_heads + h) * n + sample
+        slot, sample = (torch.tensor(x, device=self.device)[:, None] for x in (slots, samples))
+        self.cells = ((slot * self.kv_heads + heads[None, :]) * self.n + sample).reshape(-1)
         self.prompts = len(prompt_lens)
         self.gen_mask = self._mask([p + 1 for p in gen_pos])
         self.prompt_mask = self._mask(prompt_lens)
@@ -137,18 +141,18 @@ def _decode(cache: SlotCache, layer: int, query, key, value, scaling):
     q = query.reshape(batch, kv, group, head_dim)
     width = cache.gen_mask.shape[-1]
     own, own_lse = _attend(q, K[:batch, :, :width], V[:batch, :, :width], cache.gen_mask, scaling)
-    # The prompt part: each prompt's n sample cells stacked as query positions of its slot; cells
-    # of finished samples hold zeros and their outputs are dropped.
-    grid = q.new_zeros((prompts * n, kv, group, head_dim)).index_copy_(0, cache.cells, q)
-    grid = grid.view(prompts, n, kv, group, head_dim).transpose(1, 2).reshape(prompts, kv, n * group, head_dim)
+    # The prompt part: each prompt's n sample cells stacked as query positions of its slot (a grid
+    # [P, kv, n * group, head_dim] filled by one index_copy_); cells of finished samples hold zeros
+    # and their outputs are dropped.
+    grid = q.new_zeros((prompts * kv * n, group, head_dim)).index_copy_(0, cache.cells, q.reshape(-1, group, head_dim))
     width = cache.prompt_mask.shape[-1]
-    shared, shared_lse = _attend(grid, cache.prompt_keys[layer][:prompts, :, :width],
+    shared, shared_lse = _attend(grid.view(prompts, kv, n * group, head_dim),
+                                 cache.prompt_keys[layer][:prompts, :, :width],
                                  cache.prompt_values[layer][:prompts, :, :width], cache.prompt_mask, scaling)
-    shared = shared.view(prompts, kv, n, group, head_dim).transpose(1, 2).reshape(prompts * n, kv, group, head_dim)
-    shared_lse = shared_lse.view(prompts, kv, n, group).transpose(1, 2).reshape(prompts * n, kv, group)
-    shared, shared_lse = shared.index_select(0, cache.cells), shared_lse.index_select(0, cache.cells)
-    weight = torch.sigmoid(shared_lse - own_lse)[..., None]  # the prompt part's share of the softmax mass
-    out = torch.lerp(own.float(), shared.float(), weight).to(query.dtype)
+    shared = shared.reshape(-1, group, head_dim).index_select(0, cache.cells).view(batch, kv, group, head_dim)
+    shared_lse = shared_lse.reshape(-1, group).index_select(0, cache.cells).view(batch, kv, group)
+    weight = torch.sigmoid(shared_lse - own_lse).to(own.dtype)[..., None]  # the prompt part's softmax mass
+    out = torch.lerp(own, shared, weight)
     return out.reshape(batch, heads, 1, head_dim).transpose(1, 2), None
 
 
