@@ -1,7 +1,7 @@
 """Continuous batching for the hf backend: a scheduler over the model's own forward and a slot KV cache.
 
-Each (prompt, sample) is a row. A prompt is prefilled once and its keys/values copied into n slots
-(n samples without re-encoding it n times); every step feeds one token per active row; a row that
+Each (prompt, sample) is a row. A prompt is prefilled once into a prompt slot whose keys/values its
+n samples share (never re-encoded or copied n times); every step feeds one token per active row; a row that
 ends (EOS, stop string, length) leaves at once and its slot is refilled with the next prompt, so no
 step is spent on padding or on finished rows. Per row, the calculator forces `result>>` after
 `<<expr=`, stop strings are checked on its decoded tail (pieces decoded once per token id and
@@ -11,6 +11,7 @@ Used by `hf.py` (`mathpo sample`, `eval`, the pairs stage's prefix sampling).
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,12 +30,24 @@ class Row:
     prompt: int
     sample: int
     key: int
-    pos: int  # the position of the next token fed (its keys/values go there): prompt + generated - 1
+    slot: int  # its prompt's slot in the cache (shared with the prompt's other samples)
+    pos: int  # the position of the next token fed: prompt + generated - 1 (its keys/values go to generated - 1)
     calc_tail: str  # the end of prompt + completion, for the calculator
     ids: list[int] = field(default_factory=list)
     stop_tail: str = ""  # the end of the completion only, for stop strings
     forced: list[int] = field(default_factory=list)
     finish: str | None = None
+
+
+@dataclass
+class _Call:
+    """One `stream` call's state (kept off the engine, which outlives calls)."""
+    params: SamplingParams
+    cache: SlotCache
+    stop_keep: int  # completion characters kept per row to find a stop string in
+    free: list[int]  # prompt slots free (a heap: the lowest first keeps the attended slots few)
+    live: dict[int, int] = field(default_factory=dict)  # prompt slot -> its rows still active
+    prompt_lens: list[int] = field(default_factory=list)  # per prompt slot
 
 
 class BatchEngine:
@@ -61,16 +74,17 @@ class BatchEngine:
         try:
             yield from self._stream(prompt_ids, prompts, params)
         finally:
-            self.cache = None
             self.model.set_attn_implementation(previous)
 
     def _stream(self, prompt_ids, prompts, params):
-        n, self.params = params.n, params
-        self.stop_keep = max((len(s) for s in params.stop), default=0) + 8
-        length = max(len(p) for p in prompt_ids) + params.max_new_tokens
-        slots = self.slots_for(len(prompts) * n, length, n)
+        n = params.n
+        prompt_len = max(len(p) for p in prompt_ids)
+        slots = self.slots_for(len(prompts) * n, prompt_len + params.max_new_tokens, n)
         layers, kv_heads, head_dim = dims(self.model.config)
-        self.cache = SlotCache(layers, slots, kv_heads, length, head_dim, self.model.dtype, self.model.device)
+        cache = SlotCache(layers, slots, kv_heads, prompt_len, params.max_new_tokens, head_dim, n,
+                          self.model.dtype, self.model.device)
+        call = _Call(params, cache, max((len(s) for s in params.stop), default=0) + 8, list(range(slots)),
+                     prompt_lens=[1] * slots)
         done: dict[int, list[Completion | None]] = {}
         active: list[Row] = []
         # Similar lengths side by side: attention spans the longest active row.
@@ -86,71 +100,80 @@ class BatchEngine:
                            and tokens + len(prompt_ids[queue[0]]) <= PREFILL_TOKENS):
                         tokens += len(prompt_ids[queue[0]])
                         group.append(queue.popleft())
-                    active.extend(self._admit(group, [prompt_ids[i] for i in group], [prompts[i] for i in group],
-                                              len(active)))
+                    active.extend(self._admit(call, group, [prompt_ids[i] for i in group],
+                                              [prompts[i] for i in group]))
                 if not any(r.finish for r in active):
-                    self._step(active)
-                finished = self._retire(active, done, n)
+                    self._step(call, active)
+                finished = self._retire(call, active, done)
             for i in finished:
                 yield i, done.pop(i)
 
-    def _retire(self, active: list[Row], done: dict, n: int) -> list[int]:
+    def _retire(self, call: _Call, active: list[Row], done: dict) -> list[int]:
         """Drop finished rows (the last active row moves into each gap); return prompts now complete."""
         finished = []
         for s in range(len(active) - 1, -1, -1):
             row = active[s]
             if not row.finish:
                 continue
-            mine = done.setdefault(row.prompt, [None] * n)
-            mine[row.sample] = self._completion(row)
+            mine = done.setdefault(row.prompt, [None] * call.params.n)
+            mine[row.sample] = self._completion(call, row)
+            call.live[row.slot] -= 1
+            if not call.live[row.slot]:
+                del call.live[row.slot]
+                heapq.heappush(call.free, row.slot)
             last = active.pop()
             if s < len(active):
-                self.cache.move(len(active), s, last.pos)
+                call.cache.move(len(active), s, len(last.ids))
                 active[s] = last
             if all(c is not None for c in mine):
                 finished.append(row.prompt)
         return finished
 
-    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, keep=1) -> torch.Tensor:
+    def _forward(self, call: _Call, input_ids: torch.Tensor, position_ids: torch.Tensor, keep=1) -> torch.Tensor:
         """Logits (fp32, whatever the model's dtype) at the positions `keep` (1: the last)."""
         out = self.model(input_ids=input_ids.to(self.model.device), position_ids=position_ids, use_cache=False,
-                         logits_to_keep=keep, mathpo_kv=self.cache)
+                         logits_to_keep=keep, mathpo_kv=call.cache)
         return out.logits[:, -1].float() if isinstance(keep, int) else out.logits.float()
 
     @staticmethod
     def refill_at(slots: int, n: int) -> int:
         return max(n, slots // 8)
 
-    def _admit(self, group: list[int], ids: list[list[int]], texts: list[str], first: int) -> list[Row]:
-        """Prefill the group's prompts once, packed into one sequence (no padding), each into n slots
-        from `first` on, and pick every sample's first token."""
-        p, segments, start, rows = self.params, [], 0, []
-        for j, (i, tokens, text) in enumerate(zip(group, ids, texts)):
-            segments.append((start, start + len(tokens), first + j * p.n, p.n))
+    def _admit(self, call: _Call, group: list[int], ids: list[list[int]], texts: list[str]) -> list[Row]:
+        """Prefill the group's prompts once, packed into one sequence (no padding), each into a prompt
+        slot its n samples share, and pick every sample's first token."""
+        p, segments, start, rows = call.params, [], 0, []
+        for i, tokens, text in zip(group, ids, texts):
+            slot = heapq.heappop(call.free)
+            call.live[slot], call.prompt_lens[slot] = p.n, len(tokens)
+            segments.append((start, start + len(tokens), slot))
             start += len(tokens)
-            rows += [Row(i, k, sampler.row_key(p.seed, text, k), len(tokens), text[-TAIL_CHARS:]) for k in range(p.n)]
-        self.cache.prepare_prefill(segments)
+            rows += [Row(i, k, sampler.row_key(p.seed, text, k), slot, len(tokens), text[-TAIL_CHARS:])
+                     for k in range(p.n)]
+        call.cache.prepare_prefill(segments)
         positions = torch.cat([torch.arange(len(t)) for t in ids])[None].to(self.model.device)
-        last = torch.tensor([end - 1 for _, end, _, _ in segments], device=self.model.device)
-        logits = self._forward(torch.tensor([[t for tokens in ids for t in tokens]]), positions, last)[0]
+        last = torch.tensor([end - 1 for _, end, _ in segments], device=self.model.device)
+        logits = self._forward(call, torch.tensor([[t for tokens in ids for t in tokens]]), positions, last)[0]
         if p.calculator:  # a prefix may end inside an annotation (`... <<2+3=`)
             for r in rows:
                 r.forced = self._force_tokens(r.calc_tail)
         draws = [sampler.uniform(r.key, 0) for r in rows]
         picks = sampler.choose(logits.repeat_interleave(p.n, dim=0), p.temperature, p.top_p, draws).tolist()
         for r, t in zip(rows, picks):
-            self._append(r, t)
+            self._append(call, r, t)
         return rows
 
-    def _step(self, active: list[Row]) -> None:
-        positions = torch.tensor([r.pos for r in active], device=self.model.device)
-        self.cache.prepare_decode(positions)
-        logits = self._forward(torch.tensor([[r.ids[-1]] for r in active]), positions[:, None])
-        p = self.params
+    def _step(self, call: _Call, active: list[Row]) -> None:
+        p = call.params
+        prompts = max(r.slot for r in active) + 1
+        call.cache.prepare_decode([len(r.ids) - 1 for r in active], [r.slot for r in active],
+                                  [r.sample for r in active], call.prompt_lens[:prompts])
+        positions = torch.tensor([[r.pos] for r in active], device=self.model.device)
+        logits = self._forward(call, torch.tensor([[r.ids[-1]] for r in active]), positions)
         draws = [sampler.uniform(r.key, len(r.ids)) for r in active]
         for r, t in zip(active, sampler.choose(logits, p.temperature, p.top_p, draws).tolist()):
             r.pos += 1
-            self._append(r, t)
+            self._append(call, r, t)
 
     def _piece(self, t: int) -> str:
         piece = self._pieces.get(t)
@@ -166,9 +189,9 @@ class BatchEngine:
             self._forced[rest] = self.tok(rest, add_special_tokens=False).input_ids
         return list(self._forced[rest])
 
-    def _append(self, r: Row, sampled: int) -> None:
+    def _append(self, call: _Call, r: Row, sampled: int) -> None:
         """Add one token to row r (the calculator's, if one is due) and decide whether r is done."""
-        p = self.params
+        p = call.params
         t = r.forced.pop(0) if r.forced else sampled
         r.ids.append(t)
         piece = self._piece(t)
@@ -179,12 +202,13 @@ class BatchEngine:
         if t in self.eos:
             r.finish = "stop"
         elif p.stop:
-            r.stop_tail = (r.stop_tail + piece)[-self.stop_keep:]
+            r.stop_tail = (r.stop_tail + piece)[-call.stop_keep:]
             if any(s in r.stop_tail for s in p.stop):
                 r.finish = "stop"
-        if r.finish is None and (len(r.ids) >= p.max_new_tokens or r.pos >= self.cache.length):
+        if r.finish is None and len(r.ids) >= p.max_new_tokens:
             r.finish = "length"
 
-    def _completion(self, r: Row) -> Completion:
-        text, stopped = truncate_at_stop(self.tok.decode(r.ids, skip_special_tokens=True), self.params.stop)
+    def _completion(self, call: _Call, r: Row) -> Completion:
+        stop = call.params.stop
+        text, stopped = truncate_at_stop(self.tok.decode(r.ids, skip_special_tokens=True), stop)
         return Completion(text, len(r.ids), "stop" if stopped or r.finish == "stop" else "length")

@@ -3,9 +3,15 @@ documented `AttentionInterface` (https://huggingface.co/docs/transformers/en/att
 
 Why not DynamicCache: it concatenates every layer's keys and values at every step (a copy of the
 whole cache per token) and needs left padding, so finished rows keep costing until the batch ends.
-Here each sequence owns one row ("slot") of a preallocated [slots, kv_heads, length, head_dim]
-tensor per layer, written in place at the sequence's own position; active sequences always occupy
-slots 0..B-1 (a finished one is replaced by the last), so attention reads a view, never a copy.
+Here the cache is preallocated and written in place, in two parts per layer:
+- prompt slots [prompt_slots, kv_heads, prompt_len, head_dim]: each prompt's keys/values, written
+  once at prefill and shared by its n samples (never copied n times, and read once per step for
+  all n: the n rows' queries attend to it together, as extra query positions);
+- row slots [slots, kv_heads, gen_len, head_dim]: each row's generated tokens, written at the
+  row's own position; active rows always occupy slots 0..B-1 (a finished one is replaced by the
+  last), so attention reads a view, never a copy.
+A decode step attends to both parts separately and merges them by their log-sum-exp (exactly the
+softmax over the concatenation, as in split-KV / flash-decoding).
 
 The model runs with `use_cache=False` and `mathpo_kv=<SlotCache>` in its forward kwargs, which
 transformers hands to the registered attention function; the engine sets this attention only for
@@ -28,38 +34,63 @@ class Unsupported(RuntimeError):
 
 
 class SlotCache:
-    def __init__(self, layers: int, slots: int, kv_heads: int, length: int, head_dim: int, dtype, device):
-        shape = (slots, kv_heads, length, head_dim)
+    def __init__(self, layers: int, slots: int, kv_heads: int, prompt_len: int, gen_len: int, head_dim: int,
+                 n: int, dtype, device):
         # zeros, not empty: masked positions still enter attention as 0 * value, and 0 * NaN is NaN
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.length = length
+        def part(count, length):
+            return [torch.zeros((count, kv_heads, length, head_dim), dtype=dtype, device=device)
+                    for _ in range(layers)]
+        self.prompt_keys, self.prompt_values = part(slots, prompt_len), part(slots, prompt_len)
+        self.keys, self.values = part(slots, gen_len), part(slots, gen_len)
+        self.n, self.gen_len, self.kv_heads = n, gen_len, kv_heads
+        self.length = prompt_len + gen_len  # the longest sequence a row can reach
+        self.dtype, self.device = dtype, device
         # What the next forward does; set by the engine before each call.
         self.mode = "decode"  # or "prefill"
-        # prefill: prompts packed in one sequence; per prompt (start, end, first slot, slots) -- its
-        # tokens' span in the sequence and the slots that receive its keys/values
-        self.segments: list[tuple[int, int, int, int]] = []
-        self.positions: torch.Tensor | None = None  # decode: [B] position written by each active row
-        self.rows: torch.Tensor | None = None  # decode: 0..B-1
-        self.mask: torch.Tensor | None = None  # decode: [B, 1, 1, W] True where a row may attend
+        # prefill: prompts packed in one sequence; per prompt (start, end, prompt slot)
+        self.segments: list[tuple[int, int, int]] = []
+        # decode, for B active rows over the prompt slots 0..P-1:
+        self.write: torch.Tensor | None = None  # [B * kv_heads] flat index of each row's new key/value
+        self.cells: torch.Tensor | None = None  # [B * kv_heads] each row's query cells in the prompt grid
+        self.prompts = 0  # P
+        self.gen_mask: torch.Tensor | None = None  # [B, 1, 1, Wg] additive: 0 where a row may attend
+        self.prompt_mask: torch.Tensor | None = None  # [P, 1, 1, Wp]
 
     @staticmethod
     def bytes_per_slot(config, length: int, dtype) -> int:
+        """One row's share: its prompt slot (at most one per row) and its generated tokens."""
         layers, kv_heads, head_dim = dims(config)
         return 2 * layers * kv_heads * length * head_dim * torch.empty((), dtype=dtype).element_size()
 
-    def prepare_decode(self, positions: torch.Tensor) -> None:
-        self.mode, self.positions = "decode", positions
-        self.rows = torch.arange(len(positions), device=positions.device)
-        width = int(positions.max()) + 1
-        cols = torch.arange(width, device=positions.device)
-        self.mask = (cols[None, :] <= positions[:, None])[:, None, None, :]
+    def _mask(self, lengths: list[int]) -> torch.Tensor:
+        lengths = torch.tensor(lengths, device=self.device)
+        cols = torch.arange(int(lengths.max()), device=self.device)
+        # additive, in the cache's dtype: what the CPU flash kernel takes
+        mask = torch.zeros((len(lengths), 1, 1, len(cols)), dtype=self.dtype, device=self.device)
+        return mask.masked_fill_((cols[None, :] >= lengths[:, None])[:, None, None, :], float("-inf"))
 
-    def prepare_prefill(self, segments: list[tuple[int, int, int, int]]) -> None:
+    def prepare_decode(self, gen_pos: list[int], slots: list[int], samples: list[int],
+                       prompt_lens: list[int]) -> None:
+        """Per active row: where it writes its new token, its prompt slot and sample index;
+        prompt_lens: of prompt slots 0..P-1."""
+        self.mode = "decode"
+        rows = len(gen_pos)
+        heads = torch.arange(self.kv_heads, device=self.device)
+        pos = torch.tensor(gen_pos, device=self.device)
+        base = torch.arange(rows, device=self.device)[:, None] * self.kv_heads + heads[None, :]
+        self.write = (base * self.gen_len + pos[:, None]).reshape(-1)
+        # row b, kv head h -> grid cell (slot * kv_heads + h) * n + sample
+        slot, sample = (torch.tensor(x, device=self.device)[:, None] for x in (slots, samples))
+        self.cells = ((slot * self.kv_heads + heads[None, :]) * self.n + sample).reshape(-1)
+        self.prompts = len(prompt_lens)
+        self.gen_mask = self._mask([p + 1 for p in gen_pos])
+        self.prompt_mask = self._mask(prompt_lens)
+
+    def prepare_prefill(self, segments: list[tuple[int, int, int]]) -> None:
         self.mode, self.segments = "prefill", segments
 
     def move(self, src: int, dst: int, upto: int) -> None:
-        """Copy slot src's first `upto` positions into slot dst (compaction after a row finishes)."""
+        """Copy row slot src's first `upto` positions into row slot dst (compaction after a row finishes)."""
         for k, v in zip(self.keys, self.values):
             k[dst, :, :upto] = k[src, :, :upto]
             v[dst, :, :upto] = v[src, :, :upto]
@@ -72,6 +103,59 @@ def dims(config) -> tuple[int, int, int]:
     return config.num_hidden_layers, getattr(config, "num_key_value_heads", None) or heads, head_dim
 
 
+def _attend(query, key, value, mask, scale):
+    """Attention output and its log-sum-exp per query (the merge needs it; F.sdpa does not return it)."""
+    if query.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=mask,
+                                                                          scale=scale)
+    scores = (query.float() @ key.float().transpose(-1, -2)) * scale + mask.float()
+    lse = scores.logsumexp(-1)
+    return ((scores - lse[..., None]).exp() @ value.float()).to(query.dtype), lse
+
+
+def _prefill(cache: SlotCache, layer: int, query, key, value, scaling):
+    """Packed prompts (batch 1): causal attention within each, its keys/values into its prompt slot."""
+    K, V = cache.prompt_keys[layer], cache.prompt_values[layer]
+    outs = []
+    for start, end, slot in cache.segments:
+        k, v = key[:, :, start:end], value[:, :, start:end]
+        K[slot, :, :end - start] = k[0]
+        V[slot, :, :end - start] = v[0]
+        outs.append(F.scaled_dot_product_attention(query[:, :, start:end], k, v, is_causal=True, scale=scaling,
+                                                   enable_gqa=key.shape[1] != query.shape[1]))
+    return torch.cat(outs, dim=2).transpose(1, 2), None
+
+
+def _decode(cache: SlotCache, layer: int, query, key, value, scaling):
+    """One new token per active row: attention over its own tokens and, shared with its prompt's other
+    samples, over the prompt; the two merged by log-sum-exp."""
+    batch, heads, _, head_dim = query.shape
+    kv, n, prompts = key.shape[1], cache.n, cache.prompts
+    group = heads // kv
+    K, V = cache.keys[layer], cache.values[layer]
+    # index_copy_ on a flat view: advanced-index assignment (K[rows, :, pos] = ...) is far slower on CPU
+    K.view(-1, head_dim).index_copy_(0, cache.write, key.reshape(batch * kv, head_dim))
+    V.view(-1, head_dim).index_copy_(0, cache.write, value.reshape(batch * kv, head_dim))
+    # Grouped-query attention without repeating keys: the query heads sharing a kv head become
+    # that head's "query positions" (the same trick as transformers' pack_gqa).
+    q = query.reshape(batch, kv, group, head_dim)
+    width = cache.gen_mask.shape[-1]
+    own, own_lse = _attend(q, K[:batch, :, :width], V[:batch, :, :width], cache.gen_mask, scaling)
+    # The prompt part: each prompt's n sample cells stacked as query positions of its slot (a grid
+    # [P, kv, n * group, head_dim] filled by one index_copy_); cells of finished samples hold zeros
+    # and their outputs are dropped.
+    grid = q.new_zeros((prompts * kv * n, group, head_dim)).index_copy_(0, cache.cells, q.reshape(-1, group, head_dim))
+    width = cache.prompt_mask.shape[-1]
+    shared, shared_lse = _attend(grid.view(prompts, kv, n * group, head_dim),
+                                 cache.prompt_keys[layer][:prompts, :, :width],
+                                 cache.prompt_values[layer][:prompts, :, :width], cache.prompt_mask, scaling)
+    shared = shared.reshape(-1, group, head_dim).index_select(0, cache.cells).view(batch, kv, group, head_dim)
+    shared_lse = shared_lse.reshape(-1, group).index_select(0, cache.cells).view(batch, kv, group)
+    weight = torch.sigmoid(shared_lse - own_lse).to(own.dtype)[..., None]  # the prompt part's softmax mass
+    out = torch.lerp(own, shared, weight)
+    return out.reshape(batch, heads, 1, head_dim).transpose(1, 2), None
+
+
 def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     cache: SlotCache | None = kwargs.pop("mathpo_kv", None)
     if cache is None:  # an ordinary forward while the engine's attention is set: behave as sdpa
@@ -80,29 +164,10 @@ def slot_attention(module, query, key, value, attention_mask, scaling=None, drop
     window = kwargs.get("sliding_window")
     if (window and window < cache.length) or kwargs.get("softcap") or kwargs.get("s_aux") is not None:
         raise Unsupported("sliding-window / softcap / sink attention")
-    layer = module.layer_idx
-    K, V = cache.keys[layer], cache.values[layer]
-    batch, heads, q_len, head_dim = query.shape
-    kv_heads = key.shape[1]
-    if cache.mode == "prefill":  # packed prompts (batch 1): causal attention within each, copied to its slots
-        outs = []
-        for start, end, first, count in cache.segments:
-            k, v = key[:, :, start:end], value[:, :, start:end]
-            K[first:first + count, :, :end - start] = k
-            V[first:first + count, :, :end - start] = v
-            outs.append(F.scaled_dot_product_attention(query[:, :, start:end], k, v, is_causal=True, scale=scaling,
-                                                       enable_gqa=kv_heads != heads))
-        return torch.cat(outs, dim=2).transpose(1, 2), None
-    # decode: one new token per active row (slots 0..B-1), written at that row's own position
-    K[cache.rows, :, cache.positions] = key[:, :, 0]
-    V[cache.rows, :, cache.positions] = value[:, :, 0]
-    width = cache.mask.shape[-1]
-    # Grouped-query attention without repeating keys: the query heads sharing a kv head become
-    # that head's "query positions" (the same trick as transformers' pack_gqa).
-    q = query.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-    out = F.scaled_dot_product_attention(q, K[:batch, :, :width], V[:batch, :, :width], attn_mask=cache.mask,
-                                         scale=scaling)
-    return out.reshape(batch, heads, 1, head_dim).transpose(1, 2), None
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    step = _prefill if cache.mode == "prefill" else _decode
+    return step(cache, module.layer_idx, query, key, value, scaling)
 
 
 AttentionInterface.register(NAME, slot_attention)

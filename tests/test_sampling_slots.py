@@ -1,0 +1,53 @@
+"""The slot KV cache's decode attention: a prompt's keys/values shared by its samples, merged with each
+row's own by log-sum-exp, equals plain attention over the row's whole sequence (prompt + generated)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mathpo.sampling.slots import SlotCache, slot_attention
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_shared_prompt_decode_equals_full_attention(dtype, tol):
+    torch.manual_seed(0)
+    heads, kv, dim, n = 4, 2, 16, 3
+    prompt_lens = [5, 9, 1]  # per prompt slot
+    # rows: (prompt slot, sample, tokens already generated); prompt slot 1 has lost sample 0 (a hole)
+    rows = [(0, 0, 0), (0, 1, 4), (0, 2, 2), (1, 2, 6), (2, 0, 1), (1, 1, 3)]
+    cache = SlotCache(1, 6, kv, max(prompt_lens), 8, dim, n, dtype, "cpu")
+    cache.prompt_keys[0].normal_()
+    cache.prompt_values[0].normal_()
+    cache.keys[0].normal_()
+    cache.values[0].normal_()
+    cache.prepare_decode([g for _, _, g in rows], [p for p, _, _ in rows], [s for _, s, _ in rows], prompt_lens)
+    query = torch.randn(len(rows), heads, 1, dim, dtype=dtype)
+    key = torch.randn(len(rows), kv, 1, dim, dtype=dtype)
+    value = torch.randn(len(rows), kv, 1, dim, dtype=dtype)
+    out, _ = slot_attention(SimpleNamespace(layer_idx=0), query, key, value, None, scaling=dim ** -0.5,
+                            mathpo_kv=cache)
+    assert out.shape == (len(rows), 1, heads, dim)
+    for b, (p, _, g) in enumerate(rows):
+        # the new key/value went to the row's own position; the whole sequence is prompt + its tokens
+        assert torch.equal(cache.keys[0][b, :, g], key[b, :, 0])
+        k = torch.cat([cache.prompt_keys[0][p, :, :prompt_lens[p]], cache.keys[0][b, :, :g + 1]], dim=1)
+        v = torch.cat([cache.prompt_values[0][p, :, :prompt_lens[p]], cache.values[0][b, :, :g + 1]], dim=1)
+        ref = F.scaled_dot_product_attention(query[b:b + 1].float(), k[None].float(), v[None].float(),
+                                             enable_gqa=True)
+        assert torch.allclose(out[b, 0].float(), ref[0, :, 0], atol=tol, rtol=tol), b
+
+
+def test_prefill_writes_each_prompt_once_into_its_slot():
+    torch.manual_seed(1)
+    cache = SlotCache(1, 4, 1, 6, 4, 8, 2, torch.float32, "cpu")
+    cache.prepare_prefill([(0, 4, 2), (4, 7, 0)])  # two prompts packed in one sequence
+    q, k, v = (torch.randn(1, 2, 7, 8) for _ in range(3))
+    k, v = k[:, :1], v[:, :1]
+    out, _ = slot_attention(SimpleNamespace(layer_idx=0), q, k, v, None, scaling=8 ** -0.5, mathpo_kv=cache)
+    assert torch.equal(cache.prompt_keys[0][2, :, :4], k[0, :, :4])
+    assert torch.equal(cache.prompt_values[0][0, :, :3], v[0, :, 4:7])
+    assert not cache.prompt_keys[0][1].any()  # untouched slots stay empty
+    second = F.scaled_dot_product_attention(q[:, :, 4:], k[:, :, 4:], v[:, :, 4:], is_causal=True, enable_gqa=True)
+    assert torch.allclose(out[:, 4:].transpose(1, 2), second, atol=1e-6)  # causal within its own prompt only
