@@ -15,6 +15,7 @@ import copy
 from .. import prompts
 from ..config import apply_overrides, load_yaml
 from ..errors import UserError
+from ..sampling import distributed_ray
 
 SAMPLE = {"n": 4, "temperature": 0.7, "top_p": 1.0, "max_new_tokens": 256}
 DEFAULTS = {
@@ -23,6 +24,7 @@ DEFAULTS = {
     "model": "smollm2-135m-instruct",
     "dtype": "auto", "device": "auto", "cache_dir": None, "data_dir": None,
     "backend": "hf", "batch_size": 32, "chunk": 64, "workers": 1,
+    "ray": None,  # {address: auto, ...}: sampling, rollouts and eval on a Ray cluster (sampling.distributed_ray)
     "launcher": None,  # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there
     "template": "chat-gsm8k", "calculator": False, "seed": 0,
     "recipe": ["dpo-st"],  # dpo-st, step-dpo, or both in the order to run them each iteration
@@ -96,6 +98,7 @@ def check(cfg: dict) -> dict:
     bad = [p for p in cfg["eval"]["after"] if p not in EVAL_POINTS]
     if bad:
         raise UserError(f"eval.after: unknown point '{bad[0]}' ({', '.join(EVAL_POINTS)})")
+    distributed_ray.settings(cfg["ray"])  # its keys, and Ray installed
     for t in (cfg["template"], cfg["step"]["template"]):
         prompts.get(t)
     c = cfg["curriculum"]
