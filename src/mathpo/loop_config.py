@@ -130,6 +130,9 @@ class LoopConfig:
     workers: int = 1
     # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there
     launcher: Union[str, None] = None
+    # sampling, rollouts and eval on a Ray cluster: an address, or {address: auto, workers, ...}
+    # (mathpo.sampling.distributed_ray)
+    ray: Union[str, dict, None] = None
     template: str = "chat-gsm8k"
     calculator: bool = False
     seed: int = 0
@@ -217,9 +220,10 @@ def check(cfg: LoopConfig) -> LoopConfig:
         train_options.check_trl(method, s.overrides, f"{section}.overrides.")
         train_options.check_peft(s.peft, f"{section}.peft.")
     step_pair_options(cfg.as_dict())  # unknown keys, ranges, the judge's settings
-    from .sampling import check_backend  # light: names the extra when vllm is missing
+    from .sampling import check_backend, distributed_ray  # light: name the extra when vllm/ray is missing
 
     check_backend(cfg.backend)
+    distributed_ray.settings(cfg.ray)  # its keys, and Ray installed
     return cfg
 
 

@@ -79,6 +79,20 @@ def get_backend(name: str, loaded, add_special_tokens: bool = False, **options) 
     return VLLMBackend(loaded.path, add_special_tokens=add_special_tokens, **options)
 
 
+class Streaming:
+    """Base of backends that stream (`generate_stream` yields (prompt index, completions) as prompts
+    finish, in no fixed order): `generate` collects that stream back into prompt order."""
+
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for i, completions in self.generate_stream(prompts, params):
+            out[i] = completions
+            if progress:
+                progress(1)
+        return out
+
+
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """Cut text at the earliest stop string (the stop string itself is dropped)."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import UserError
 from ..models import cpu_has_bf16, dtype_named
-from . import Completion, SamplingParams, truncate_at_stop
+from . import Completion, SamplingParams, Streaming, truncate_at_stop
 from .calculator import CalculatorLogitsProcessor
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _default_kv_bytes(device: torch.device) -> int:
     return int(1.5 * GiB)  # the CPU machines here are shared; raise it with kv_gb=...
 
 
-class HFBackend:
+class HFBackend(Streaming):
     name = "hf"
 
     def __init__(self, model, tokenizer, add_special_tokens: bool = False, batch_size: int | None = None,
@@ -83,15 +83,6 @@ class HFBackend:
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         return [self.tok(p, add_special_tokens=self.add_special_tokens).input_ids for p in prompts]
-
-    def generate(self, prompts: list[str], params: SamplingParams,
-                 progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
-        out: list[list[Completion]] = [[] for _ in prompts]
-        for i, completions in self.generate_stream(prompts, params):
-            out[i] = completions
-            if progress:
-                progress(1)
-        return out
 
     def generate_stream(self, prompts: list[str], params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:
         """Yield (prompt index, its n completions) as prompts finish, in no fixed order."""
