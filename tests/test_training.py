@@ -224,16 +224,16 @@ def test_two_processes_ddp_on_cpu(tokenizer, small_model_dir, tmp_path):
     assert state["global_step"] == 2
 
 
-def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monkeypatch):
+def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer):
     """mathpo's CPU settings of TRL's fused LM head (small tiles, completion positions only) change
-    memory and time, not the numbers: log-probs and gradients match TRL's defaults."""
+    memory and time, not the numbers: log-probs and gradients match TRL's defaults, which are back
+    once the context ends (so earlier training tests cannot have left them changed either)."""
     import trl.kernels.chunked_logprob as kernel
     import trl.trainer.utils as trl_utils
     from trl.trainer.utils import add_fused_lm_head
 
-    for mod, name in ((kernel, "TOKEN_CHUNK_SIZE"), (trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"),
-                      (trl_utils, "_use_triton")):
-        monkeypatch.setattr(mod, name, getattr(mod, name))  # restored after the test
+    defaults = (kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, trl_utils._use_triton)
+    assert not trl_utils._use_triton(torch.device("cpu"))  # TRL's own: no Triton on a CPU, every position scored
     torch.manual_seed(0)
     model = make_tiny_model(tokenizer, layers=1, hidden=32)
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))
@@ -248,13 +248,15 @@ def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monke
         return out.log_probs.detach(), model.get_output_embeddings().weight.grad.clone()
 
     ref_lp, ref_grad = run()
-    assert trun.cpu_lm_head()
-    assert kernel.TOKEN_CHUNK_SIZE == 512 and trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 8192
-    assert trl_utils._use_triton(torch.device("cpu"))  # completion positions only
-    lp, grad = run()
+    with trun.cpu_lm_head() as changed:
+        assert changed
+        assert kernel.TOKEN_CHUNK_SIZE == 512 and trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 8192
+        assert trl_utils._use_triton(torch.device("cpu"))  # completion positions only
+        lp, grad = run()
+    assert (kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, trl_utils._use_triton) == defaults
     assert (lp[:, :24] == 0).all() and (lp[:, 24:] < 0).all()  # prompt positions unscored
-    assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(grad, ref_grad, atol=1e-6)
-    assert trun.cpu_lm_head() and trl_utils._use_triton.mathpo_cpu  # idempotent: wrapped once
+    torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train_*.yaml")), ids=lambda p: p.name)

@@ -28,13 +28,13 @@ from pathlib import Path
 
 import yaml
 
-from . import data, grading, models, prompts
+from . import data, grading, models
 from .data import synth
 from .errors import UserError
 from .evaluation import evaluate
 from .grading.metrics import summarize
 from .records import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
-from .sampling import SamplingParams, get_backend
+from .sampling import SamplingParams, make_backend
 from .sampling.run import sample_records
 
 DONE = "DONE.json"
@@ -99,8 +99,8 @@ def make_data(cfg: dict, d: Path) -> dict:
 
 def _backend(cfg: dict, model: str, template: str):
     loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"], quiet=True)
-    return loaded, get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(template),
-                               batch_size=cfg["batch_size"])
+    return loaded, make_backend(loaded, cfg["backend"], template, cfg["batch_size"], cfg["sample_dtype"],
+                                cfg["kv_gb"])
 
 
 def _params(cfg: dict, section: dict, seed: int) -> SamplingParams:

@@ -23,6 +23,7 @@ DEFAULTS = {
     "model": "smollm2-135m-instruct",
     "dtype": "auto", "device": "auto", "cache_dir": None, "data_dir": None,
     "backend": "hf", "batch_size": 32, "chunk": 64, "workers": 1,
+    "sample_dtype": "auto", "kv_gb": None,  # hf backend: dtype to sample in, KV cache memory (GiB)
     "launcher": None,  # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there
     "template": "chat-gsm8k", "calculator": False, "seed": 0,
     "recipe": ["dpo-st"],  # dpo-st, step-dpo, or both in the order to run them each iteration

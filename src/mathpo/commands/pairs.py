@@ -106,8 +106,6 @@ def run(args) -> int:
 
 
 def _step(rows: list[dict], cfg: dict, template: str, model: str | None):
-    from ..sampling import get_backend
-
     if not model:
         raise UserError("--kind step needs --model (the model that samples rollouts and fixes)")
     if (cfg["rollouts"] < 1 or cfg["chunk"] < 1 or cfg["rectify_n"] < 0 or cfg["pairs_per_error"] < 1
@@ -126,8 +124,7 @@ def _step(rows: list[dict], cfg: dict, template: str, model: str | None):
             raise UserError("--locator judge needs --judge-url and --judge-model")
         judge = JudgeLocator(cfg["judge_url"], cfg["judge_model"], os.environ.get(cfg["judge_key_env"]))
     loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"])
-    backend = get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(template),
-                          batch_size=cfg["batch_size"])
+    backend = common.make_backend(cfg, loaded, template)
     wrong = len({(r["id"], r["completion"].strip()) for r in rows if not r["correct"]})
     with bar(wrong, "locating errors", "sol") as pbar:
         return steps.build_in_parts(rows, steps.parts_path(cfg["output"]), backend, loaded.tokenizer, template,
