@@ -224,60 +224,22 @@ def test_two_processes_ddp_on_cpu(tokenizer, small_model_dir, tmp_path):
     assert state["global_step"] == 2
 
 
-# Log-probs and LM-head gradients under TRL's own settings, in a fresh process: in the test process,
-# earlier tests have trained, and training sets mathpo's CPU settings of TRL's fused LM head.
-FRESH_TRL_REFERENCE = """
-import json, sys
-import torch
-import trl.kernels.chunked_logprob as kernel
-import trl.trainer.utils as trl_utils
-from transformers import AutoModelForCausalLM
-from trl.trainer.utils import add_fused_lm_head
-
-torch.set_num_threads(1)
-folder = sys.argv[1]
-model = AutoModelForCausalLM.from_pretrained(folder + "/model").eval()
-add_fused_lm_head(model, outputs=("log_probs", "entropy"))
-ids, labels = torch.load(folder + "/batch.pt")
-out = model(input_ids=ids, labels=labels, fused_lm_head=True)
-out.log_probs.sum().backward()
-torch.save((out.log_probs.detach(), model.get_output_embeddings().weight.grad), folder + "/reference.pt")
-print(json.dumps({"tokens": kernel.TOKEN_CHUNK_SIZE, "vocab": trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE,
-                  "compact_on_cpu": bool(trl_utils._use_triton(torch.device("cpu")))}))
-"""
-
-
-def fresh_trl_reference(model, ids, labels, folder: Path):
-    """(TRL's settings in a fresh import, log-probs, LM-head gradient) of `model` on one batch."""
-    model.save_pretrained(folder / "model")
-    torch.save((ids, labels), folder / "batch.pt")
-    proc = subprocess.run([sys.executable, "-c", FRESH_TRL_REFERENCE, str(folder)], capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lp, grad = torch.load(folder / "reference.pt")
-    return json.loads(proc.stdout.strip().splitlines()[-1]), lp, grad
-
-
-def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monkeypatch, tmp_path):
+def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer):
     """mathpo's CPU settings of TRL's fused LM head (small tiles, completion positions only) change
-    memory and time, not the numbers: log-probs and gradients match TRL's defaults (computed in a
-    fresh process, whatever earlier tests left in this one)."""
+    memory and time, not the numbers: log-probs and gradients match TRL's defaults, which are back
+    once the context ends (so earlier training tests cannot have left them changed either)."""
     import trl.kernels.chunked_logprob as kernel
     import trl.trainer.utils as trl_utils
     from trl.trainer.utils import add_fused_lm_head
 
-    for mod, name in ((kernel, "TOKEN_CHUNK_SIZE"), (trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"),
-                      (trl_utils, "_use_triton")):
-        monkeypatch.setattr(mod, name, getattr(mod, name))  # restored after the test
+    defaults = (kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, trl_utils._use_triton)
+    assert not trl_utils._use_triton(torch.device("cpu"))  # TRL's own: no Triton on a CPU, every position scored
     torch.manual_seed(0)
     model = make_tiny_model(tokenizer, layers=1, hidden=32)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     ids = torch.randint(0, model.config.vocab_size, (3, 40))
     labels = ids.clone()
     labels[:, :25] = -100  # prompt positions
-    trl_defaults, ref_lp, ref_grad = fresh_trl_reference(model, ids, labels, tmp_path)
-    # the reference ran other settings than mathpo's, so the comparison below can fail
-    assert (trl_defaults["tokens"], trl_defaults["vocab"]) != (512, 8192) and not trl_defaults["compact_on_cpu"]
-    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
 
     def run():
         model.zero_grad()
@@ -285,11 +247,15 @@ def test_cpu_lm_head_settings_give_the_same_log_probs_and_grads(tokenizer, monke
         out.log_probs.sum().backward()
         return out.log_probs.detach(), model.get_output_embeddings().weight.grad.clone()
 
-    assert trun.cpu_lm_head()
-    assert kernel.TOKEN_CHUNK_SIZE == 512 and trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 8192
-    assert trl_utils._use_triton(torch.device("cpu"))  # completion positions only
-    lp, grad = run()
+    ref_lp, ref_grad = run()
+    with trun.cpu_lm_head() as changed:
+        assert changed
+        assert kernel.TOKEN_CHUNK_SIZE == 512 and trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 8192
+        assert trl_utils._use_triton(torch.device("cpu"))  # completion positions only
+        lp, grad = run()
+    assert (kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, trl_utils._use_triton) == defaults
     assert (lp[:, :24] == 0).all() and (lp[:, 24:] < 0).all()  # prompt positions unscored
-    assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(grad, ref_grad, atol=1e-6)
-    assert trun.cpu_lm_head() and trl_utils._use_triton.mathpo_cpu  # idempotent: wrapped once
+    torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=1e-5)
+
 

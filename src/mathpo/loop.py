@@ -37,7 +37,7 @@ from .errors import UserError
 from .evaluation import evaluate
 from .grading.metrics import summarize
 from .records import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
-from .sampling import SamplingParams, distributed_ray, get_backend
+from .sampling import SamplingParams, distributed_ray, make_backend
 from .sampling.sample_stage import sample_records
 
 DONE = "DONE.json"
@@ -123,8 +123,8 @@ def _backend(cfg: dict, model: str, template: str):
         return distributed_ray.start(cfg["ray"], _backend, ({**cfg, "ray": None}, model, template), model,
                                      cfg["backend"], cfg["cache_dir"])
     loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"], quiet=True)
-    return loaded, get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(template),
-                               batch_size=cfg["batch_size"])
+    return loaded, make_backend(loaded, cfg["backend"], template, cfg["batch_size"], cfg["sample_dtype"],
+                                cfg["kv_gb"])
 
 
 def _params(cfg: dict, section: dict, seed: int) -> SamplingParams:

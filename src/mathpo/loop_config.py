@@ -128,6 +128,8 @@ class LoopConfig:
     batch_size: int = 32
     chunk: int = 64
     workers: int = 1
+    sample_dtype: str = "auto"  # hf backend: dtype to sample in (auto, bf16, fp32)
+    kv_gb: Union[float, None] = None  # hf backend: KV cache memory in GiB (default: its own)
     # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there
     launcher: Union[str, None] = None
     # sampling, rollouts and eval on a Ray cluster: an address, or {address: auto, workers, ...}

@@ -112,14 +112,11 @@ def prepare_sampling(cfg: dict) -> tuple[list[dict], SamplingParams, list[dict]]
     return records, params, fewshot
 
 
-def make_backend(cfg: dict, loaded):
-    from ..sampling import get_backend
+def make_backend(cfg: dict, loaded, template: str | None = None):
+    from .. import sampling
 
-    options = {"batch_size": cfg["batch_size"]}
-    if cfg["backend"] == "hf":
-        options.update(sample_dtype=cfg["sample_dtype"], kv_gb=cfg["kv_gb"])
-    return get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(cfg["template"]),
-                       **options)
+    return sampling.make_backend(loaded, cfg["backend"], template or cfg["template"], cfg["batch_size"],
+                                 cfg.get("sample_dtype", "auto"), cfg.get("kv_gb"))
 
 
 def default_out(cfg: dict, command: str) -> Path:

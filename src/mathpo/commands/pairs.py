@@ -85,14 +85,11 @@ def run(args) -> int:
 
 
 def _step(rows: list[dict], cfg: dict, template: str, model: str | None):
-    from ..sampling import get_backend
-
     if not model:
         raise UserError("--kind step needs --model (the model that samples rollouts and fixes)")
     options = StepPairOptions.from_flags(cfg)  # checked (judge settings too) before the model loads
     loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"])
-    backend = get_backend(cfg["backend"], loaded, add_special_tokens=prompts.add_special_tokens(template),
-                          batch_size=cfg["batch_size"])
+    backend = common.make_backend(cfg, loaded, template)
     wrong = len({(r["id"], r["completion"].strip()) for r in rows if not r["correct"]})
     with bar(wrong, "locating errors", "sol") as pbar:
         return options.build(rows, steps.parts_path(cfg["output"]), backend, loaded.tokenizer, template,

@@ -93,6 +93,19 @@ class Streaming:
         return out
 
 
+def make_backend(loaded, name: str = "hf", template: str | None = None, batch_size: int | None = None,
+                 sample_dtype: str = "auto", kv_gb: float | None = None) -> Backend:
+    """The one way `sample`, `eval`, `pairs --kind step` and `loop` build a backend: special tokens as the
+    prompt template wants them; `sample_dtype` and `kv_gb` are the hf backend's (vLLM sizes its own)."""
+    from .. import prompts
+
+    options = {"batch_size": batch_size}
+    if name == "hf":
+        options.update(sample_dtype=sample_dtype, kv_gb=kv_gb)
+    special = prompts.add_special_tokens(template) if template else False
+    return get_backend(name, loaded, add_special_tokens=special, **options)
+
+
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """Cut text at the earliest stop string (the stop string itself is dropped)."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

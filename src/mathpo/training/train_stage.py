@@ -9,6 +9,7 @@ RUN/metrics.jsonl + RUN/metrics.png, RUN/tensorboard, RUN/train_config.yaml, RUN
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -135,7 +136,8 @@ class NoEosForSteps:
 
 # TRL's fused LM head (log-probs without the [tokens x vocab] logits) has two settings meant for GPUs
 # that cost a CPU dearly; both are module-level names of TRL, read on every call, so mathpo sets them
-# where there is no CUDA (the log-probs are the same; tests/test_training.py checks):
+# for the span of one training run where there is no CUDA, and restores them after (the log-probs are
+# the same; tests/test_training.py checks):
 # - tiles of [4096 tokens x 32768 vocab], folded with torch ops whose fp32 temporaries are 0.5 GB
 #   apiece (several alive at once, forward and again in backward): 512 x 8192 tiles instead;
 # - without Triton it scores every position, prompt included (on Neuron this avoids recompiling per
@@ -143,31 +145,49 @@ class NoEosForSteps:
 CPU_LM_HEAD_TILE = {"tokens": 512, "vocab": 8192}
 
 
-def cpu_lm_head() -> bool:
-    """Set TRL's fused LM head up for a CPU (see above); False where it is left as it is."""
+@contextlib.contextmanager
+def cpu_lm_head():
+    """Inside: TRL's fused LM head set up for a CPU (see above); yields False where it is left as it is
+    (CUDA, or a TRL without these names). TRL's own values are back on exit."""
     import torch
 
-    if torch.cuda.is_available():
-        return False
     try:
         import trl.kernels.chunked_logprob as kernel
         import trl.trainer.utils as trl_utils
     except ImportError:
-        return False  # another TRL version: its defaults stay
-    names = ("TOKEN_CHUNK_SIZE",), ("_CHUNKED_LOGPROB_CHUNK_SIZE", "_use_triton")
-    if not all(hasattr(kernel, n) for n in names[0]) or not all(hasattr(trl_utils, n) for n in names[1]):
-        return False  # another TRL version: its defaults stay
+        kernel = trl_utils = None
+    names = [(kernel, "TOKEN_CHUNK_SIZE"), (trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"), (trl_utils, "_use_triton")]
+    if torch.cuda.is_available() or not all(hasattr(mod, n) for mod, n in names):
+        yield False  # another TRL version, or a GPU: its defaults stay
+        return
+    saved = [(mod, n, getattr(mod, n)) for mod, n in names]
+    on_gpu = trl_utils._use_triton
+
+    def compact(device) -> bool:  # only decides which positions are scored; the fold stays torch
+        return device.type == "cpu" or on_gpu(device)
+
     kernel.TOKEN_CHUNK_SIZE = CPU_LM_HEAD_TILE["tokens"]
     trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_LM_HEAD_TILE["vocab"]
-    if not getattr(trl_utils._use_triton, "mathpo_cpu", False):
-        on_gpu = trl_utils._use_triton
+    trl_utils._use_triton = compact
+    try:
+        yield True
+    finally:
+        for mod, n, value in saved:
+            setattr(mod, n, value)
 
-        def compact(device) -> bool:  # only decides which positions are scored; the fold stays torch
-            return device.type == "cpu" or on_gpu(device)
 
-        compact.mathpo_cpu = True
-        trl_utils._use_triton = compact
-    return True
+def tensorboard_to(trainer, folder: Path) -> None:
+    """Point the trainer's TensorBoard callback (there when `report_to` names tensorboard) at `folder`,
+    through the callback's own writer argument (transformers reads no folder option of its own)."""
+    from transformers.integrations import TensorBoardCallback
+
+    if not any(isinstance(c, TensorBoardCallback) for c in trainer.callback_handler.callbacks):
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder)) if trainer.accelerator.is_main_process else None
+    trainer.remove_callback(TensorBoardCallback)
+    trainer.add_callback(TensorBoardCallback(tb_writer=writer))
 
 
 def build_trainer(method: str, model_path: str, tokenizer, rows: list[dict], values: dict, lora: bool,
@@ -178,7 +198,6 @@ def build_trainer(method: str, model_path: str, tokenizer, rows: list[dict], val
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     cfg = _trl_config_class(method)(**values)
-    cpu_lm_head()
     peft_config = lora_config(peft) if lora else None
     dataset = datasets.Dataset.from_list(rows)
     common = dict(model=model_path, args=cfg, train_dataset=dataset, processing_class=tokenizer,
@@ -273,20 +292,21 @@ def train(method: str, model: str, data: str | list[dict], out_dir: str, *, lora
     rows = convert(raw, tokenizer, template)
 
     out.mkdir(parents=True, exist_ok=True)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")  # read by transformers' TensorBoardCallback
     record = {"method": method, "model": model, "model_path": model_path, "lora": lora, "template": template,
               "rows": len(rows), "data": data if isinstance(data, str) else f"({len(raw)} rows)",
               "peft": {**LORA_DEFAULTS, **peft} if lora else None, "trl": values}
     atomic_write_text(out / "train_config.yaml", yaml.safe_dump(record, sort_keys=False))
 
-    trainer = build_trainer(method, model_path, tokenizer, rows, values, lora, peft,
-                            callbacks=[MetricsLog(out / "metrics.jsonl")])
-    checkpoint = None
-    if resume:
-        found = [p for p in _checkpoints(out / "checkpoints") if _complete(p)]
-        checkpoint = str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
-    trainer.train(resume_from_checkpoint=checkpoint)
-    path = save_final(trainer, out, model_path, lora, merge=merge_lora is not False)
+    with cpu_lm_head():  # TRL's module settings are its own again once this run is saved
+        trainer = build_trainer(method, model_path, tokenizer, rows, values, lora, peft,
+                                callbacks=[MetricsLog(out / "metrics.jsonl")])
+        tensorboard_to(trainer, out / "tensorboard")
+        checkpoint = None
+        if resume:
+            found = [p for p in _checkpoints(out / "checkpoints") if _complete(p)]
+            checkpoint = str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+        trainer.train(resume_from_checkpoint=checkpoint)
+        path = save_final(trainer, out, model_path, lora, merge=merge_lora is not False)
     if trainer.accelerator.is_main_process:
         print(f"train: wrote {path} (metrics: {out / 'metrics.jsonl'}, plot: {out / 'metrics.png'})")
     return str(path)
