@@ -28,7 +28,7 @@ def tiny_config(tmp_path, model_dir) -> dict:
     test = [{"id": f"t{i}", "question": f"Ann has 2 apples and gets 3 more. How many? ({i})", "gold": "5",
              "solution": SOLUTION} for i in range(3)]
     write_jsonl(tmp_path / "test.jsonl", test)
-    sample = {"max_new_tokens": 24, "temperature": 1.3}
+    sample = {"max_new_tokens": 32, "temperature": 1.3}  # the 29-token solution fits: a cut-off one is never correct
     # fp32: bf16 autocast on a CPU costs more than it saves on a model this small
     train_fast = {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 1, "report_to": [], "bf16": False}
     return load_config(None, data={
@@ -42,8 +42,8 @@ def tiny_config(tmp_path, model_dir) -> dict:
         "sample": {**sample, "n": 3}, "rft": {**sample, "n": 2, "pool": "all"},
         "dpo": {"overrides": train_fast}, "sft": {"restart": "continue", "overrides": train_fast},
         "step": {**sample, "n": 4, "template": "gsm8k", "overrides": train_fast,
-                 "pairs": {"rollouts": 4, "rectify_n": 4, "max_new_tokens": 24, "temperature": 1.0}},
-        "eval": {"max_new_tokens": 24}, "curriculum": {"enabled": True},
+                 "pairs": {"rollouts": 4, "rectify_n": 4, "max_new_tokens": 32, "temperature": 1.0}},
+        "eval": {"max_new_tokens": 32}, "curriculum": {"enabled": True},
     })
 
 

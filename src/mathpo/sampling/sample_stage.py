@@ -92,7 +92,7 @@ def sample_records(records: list[dict], backend: Backend, tokenizer, params: Sam
                 rows = [row for rec, prompt, comps in zip(part, texts, results) for row in rows_for(rec, prompt, comps)]
                 out.append(rows)
                 written += len(rows)
-    if written:
+    if written or done:  # also when a kill cut the last run's final rewrite short (it rewrites only if unsorted)
         _sort_by_question(Path(out_path), records)
     secs = time.time() - t0
     return {"rows_written": written, "questions_skipped": len(records) - len(todo), "tokens": tokens,
