@@ -15,7 +15,8 @@ def require(module: str, extra: str, what: str, load: bool = True):
     say in one line which extra installs it: a UserError, so the CLI prints it and exits 2.
 
         gr = require("gradio", "serve", "mathpo serve")
-        # mathpo serve: error: mathpo serve needs the 'serve' extra (No module named 'gradio'): pip install 'mathpo[serve]'
+        # mathpo serve: error: mathpo serve needs the 'serve' extra (No module named 'gradio'):
+        #   pip install 'mathpo[serve]'    (on one line)
     """
     import importlib
     import importlib.util

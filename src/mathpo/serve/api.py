@@ -154,7 +154,8 @@ def router(engines: dict[str, ServedModel], limits: Limits, log: RequestLog | No
         if error is not None:  # a generation failure: say so in the API's own shape, keep serving
             return ApiError(500, f"generation failed: {type(error).__name__}: {error}", "server_error").response()
         call.answered(choices)
-        return {**head, "object": "chat.completion", "system_fingerprint": None, "usage": _usage(engine, prompt, choices),
+        usage = _usage(engine, prompt, choices)
+        return {**head, "object": "chat.completion", "system_fingerprint": None, "usage": usage,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
                              "logprobs": None, "finish_reason": c.finish} for i, c in enumerate(choices)]}
 
