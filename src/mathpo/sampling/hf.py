@@ -1,12 +1,12 @@
 """The transformers backend for `mathpo sample` / `eval` and the pairs stage's prefix sampling.
 
 Continuous batching (`engine.py`): prompts sorted by length, each prefilled once (several packed
-into one forward) for all its n samples, finished rows replaced at once, slots sized to a memory
-budget, the calculator and stop strings per row. Small calls (the pairs stage's prefix rollouts)
-cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV buffer.
-On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a bf16 copy
-(`sample_dtype="auto"`); logits are sampled in fp32. Models whose attention does not go
-through transformers' AttentionInterface fall back to batched `model.generate` (same rows, slower).
+into one forward) into keys/values its n samples share, finished rows replaced at once, slots sized
+to a memory budget, the calculator and stop strings per row. Small calls (the pairs stage's prefix
+rollouts) cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV
+buffer. On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a bf16 copy
+(`sample_dtype="auto"`); logits are sampled in fp32. Models whose attention does not go through
+transformers' AttentionInterface fall back to batched `model.generate` (same rows, slower).
 """
 
 from __future__ import annotations
