@@ -14,17 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import DATA, needs_data
 
 from mathpo import data, loop, prompts
 from mathpo.cli import build_parser, main
 from mathpo.commands import sample as sample_cmd
-from mathpo.commands.loop import load_config
-from mathpo.errors import UserError
 from mathpo.records import read_jsonl, write_jsonl
 from mathpo.sampling import SamplingParams, distributed_ray
-from mathpo.sampling.run import sample_records
 
 # The test cluster takes a token of its own; Ray reads its auth settings once, at import, so they are
 # set before it is imported (they concern Ray alone).
@@ -45,20 +43,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _loop_file(tmp_path, ray_section) -> str:
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump({"train_data": {"synth": {"n": 2}}, "out": str(tmp_path / "runs"),
+                                    "ray": ray_section}))
+    return str(path)
+
+
 def test_ray_options_checked_and_missing_ray_names_the_extra(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    with pytest.raises(UserError, match="unknown ray option 'adress'"):
-        load_config(None, data={"train_data": {"synth": {"n": 2}}, "ray": {"adress": "auto"}})
-    with pytest.raises(UserError, match="ray.workers must be a positive integer"):
-        distributed_ray.settings({"workers": 0})
+    assert main(["loop", _loop_file(tmp_path, {"adress": "auto"})]) == 2
+    assert "unknown ray option 'adress'" in capsys.readouterr().err
+    assert main(["loop", _loop_file(tmp_path, {"workers": 0})]) == 2
+    assert "ray.workers must be a positive integer" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
     write_jsonl(tmp_path / "q.jsonl", [{"question": "1 + 1?", "answer": "2"}])
     code = main(["sample", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "q.jsonl"),
                  "--out", str(tmp_path / "out"), "--ray", "auto"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == "mathpo sample: error: --ray needs Ray: pip install 'mathpo[ray]'"
+    assert code == 2 and err == "mathpo sample: error: sampling on Ray needs Ray installed: pip install 'mathpo[ray]'"
     assert not (tmp_path / "out").exists()  # refused before anything was written
-    with pytest.raises(UserError, match=r"mathpo\[ray\]"):
-        load_config(None, data={"train_data": {"synth": {"n": 2}}, "ray": {"address": "auto"}})
+    assert main(["loop", _loop_file(tmp_path, {"address": "auto"})]) == 2
+    assert "pip install 'mathpo[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +146,7 @@ def test_killed_worker_costs_no_row(cluster, tiny_model_dir, single_rows, tmp_pa
     records = data.load("gsm8k", "test", 8, DATA)
     params = SamplingParams(n=2, temperature=0.7, max_new_tokens=6)
     out = tmp_path / "samples.jsonl"
-    stats = sample_records(records, KillAfterFirst(backend), loaded.tokenizer, params, out, cfg["model"],
+    stats = loop.sample_records(records, KillAfterFirst(backend), loaded.tokenizer, params, out, cfg["model"],
                            prompts.DEFAULT)
     assert backend.replaced == 1 and backend.retried >= 1  # the dead worker had a chunk in flight
     assert stats["rows_written"] == 16 and read_jsonl(out) == single_rows  # none lost, none doubled

@@ -74,7 +74,7 @@ def settings(value) -> RaySettings | None:
         if v is not None and (not isinstance(v, int) or v < 1):
             raise UserError(f"ray.{name} must be a positive integer, got {v!r}")
     if importlib.util.find_spec("ray") is None:
-        raise UserError(f"--ray needs Ray: {EXTRA}")
+        raise UserError(f"sampling on Ray needs Ray installed: {EXTRA}")
     return s
 
 
@@ -82,7 +82,7 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise UserError(f"--ray needs Ray: {EXTRA}") from None
+        raise UserError(f"sampling on Ray needs Ray installed: {EXTRA}") from None
     return ray
 
 
@@ -185,10 +185,13 @@ class RayBackend(Streaming):
             if not running and not self.loading:
                 raise RuntimeError("no Ray worker left to sample with (all died; a re-run resumes)")
             [ref], _ = ray.wait(list(running) + list(self.loading), num_returns=1)
-            if ref in self.loading:  # a replacement worker has built its backend
+            if ref in self.loading:  # a replacement worker has built its backend (or died doing so)
                 w = self.loading.pop(ref)
-                self._get(ref)
-                self.workers.append(w)
+                try:
+                    self._get(ref)
+                    self.workers.append(w)
+                except ray.exceptions.RayActorError as e:
+                    self._respawn(e)
                 continue
             w, c = running.pop(ref)
             try:
@@ -215,6 +218,9 @@ class RayBackend(Streaming):
             return  # one of its other chunks already reported the death
         self.workers.remove(dead)
         self.ray.kill(dead)
+        self._respawn(error)
+
+    def _respawn(self, error: Exception) -> None:
         if self.restarts_left <= 0:
             print(f"ray: a worker died ({type(error).__name__}); {len(self.workers)} left, no restarts left")
             return
