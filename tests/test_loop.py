@@ -105,10 +105,17 @@ def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_
     assert step_rows and done["iter_1/step_dpo"]["trained"]
     assert {"prompt", "initial_reason_steps", "chosen", "rejected"} <= set(step_rows[0])
     assert done["iter_1/dpo"]["final_log"]["rewards/margins"] is not None
+    # one load per model: the stages after a stage on the same model reuse its model and backend
+    assert done["iter_1/sample"]["overheads"]["reused"]  # the warm-up model, loaded by iter_0/eval
+    assert done["iter_1/step_sample"]["overheads"]["reused"] and done["iter_1/step_pairs"]["overheads"]["reused"]
+    assert not done["iter_1/eval_sft"]["overheads"]["reused"] and done["iter_1/eval_sft"]["overheads"]["load_s"] > 0
+    assert done["iter_1/dpo"]["overheads"]["train_loop_s"] > 0 and "convert_s" in done["data"]["overheads"]
+    assert [r["id"] for r in read_jsonl(root / "iter_1/eval_sft/tiny/graded.jsonl")] == ["t0", "t1", "t2"]
     report = (root / "report.md").read_text()
     for name in ("accuracy.png", "pass_at_k.png", "pairs.png", "margins.png", "time.png"):
         assert (root / name).stat().st_size > 1000 and f"({name})" in report
     assert "it1:step_dpo" in report and "McNemar" in report
+    assert "| iter_1/step_pairs |" in report and "| reused |" in report  # the time table shows reuse
 
     # a third run with everything done trains nothing and only rebuilds the report
     ran.clear()
@@ -178,3 +185,21 @@ def test_stage_order_is_the_runs_own_and_old_eval_folders_are_adopted(tmp_path):
     assert report.label("iter_0/eval_warmup_sft") == "it0:warmup_sft" and report.label("iter_2/eval_step_dpo") == "it2:step_dpo"
     # a fresh Run over the same folder keeps the recorded order
     assert loop.Run({"out": str(tmp_path), "name": "r"}).order[:3] == ["data", "iter_1/sample", "iter_1/pairs"]
+
+
+def test_backend_cache_keeps_one_model_until_it_changes(tiny_model_dir, tmp_path):
+    import shutil
+
+    from mathpo.sampling.reuse import BackendCache
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    held = BackendCache(batch_size=4, kv_gb=0.01)
+    loaded, backend, cost = held.get(str(tiny_model_dir), "gsm8k")
+    assert not cost["reused"] and cost["load_s"] > 0
+    again, backend2, cost2 = held.get(str(tiny_model_dir), "gsm8k")
+    assert again is loaded and backend2 is backend and cost2 == {"load_s": 0.0, "backend_s": 0.0, "reused": True}
+    loaded3, backend3, cost3 = held.get(str(other), "gsm8k")  # another model: the first one is dropped
+    assert loaded3 is not loaded and backend3 is not backend and not cost3["reused"]
+    held.release()
+    assert held.loaded is None and held.backend is None

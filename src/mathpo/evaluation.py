@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from . import grading
@@ -24,11 +25,51 @@ def evaluate(records: list[dict], backend: Backend, tokenizer, params: SamplingP
     ids = {r["id"] for r in records}
     rows = [r for r in read_jsonl(out_dir / "samples.jsonl") if r["id"] in ids]
     graded = grading.grade_rows(rows, workers=workers)
+    generation = {k: stats[k] for k in ("tokens", "seconds", "tokens_per_s", "questions_skipped")}
+    return _write_summary(graded, out_dir, params, ks, backend, generation,
+                          {"model": model_name, "dataset": dataset, "template": template, **(extra or {})})
+
+
+def evaluate_sets(sets: dict[str, list[dict]], backend: Backend, tokenizer, params: SamplingParams,
+                  out_dir: str | Path, model_name: str, template: str, ks: list[int] = (),
+                  workers: int = 1) -> tuple[dict[str, dict], dict]:
+    """Every test set in one sampling call and one grading call (`mathpo loop`'s eval stages): the
+    engine batches all questions together, so a small set never decodes alone at a small batch.
+    OUT/samples.jsonl holds every row (ids `SET/ID`; resumable); OUT/SET/ gets `graded.jsonl` and
+    `summary.json` as `evaluate` writes them (original ids). Returns ({set: summary}, seconds spent
+    {"sample_s", "grading_s"})."""
+    out_dir = Path(out_dir)
+    original, tagged = {}, []
+    for name, records in sets.items():
+        for r in records:
+            key = f"{name}/{r['id']}"
+            original[key] = (name, r["id"])
+            tagged.append({**r, "id": key})
+    stats = sample_records(tagged, backend, tokenizer, params, out_dir / "samples.jsonl", model_name, template)
+    t0 = time.perf_counter()
+    graded = grading.grade_rows([r for r in read_jsonl(out_dir / "samples.jsonl") if r["id"] in original],
+                                workers=workers)
+    grading_s = round(time.perf_counter() - t0, 2)
+    by_set: dict[str, list[dict]] = {name: [] for name in sets}
+    for r in graded:
+        name, rid = original[r["id"]]
+        by_set[name].append({**r, "id": rid})
+    summaries = {}
+    for name, rows in by_set.items():
+        generation = {"tokens": sum(r["tokens"] for r in rows), "seconds": stats["seconds"],
+                      "tokens_per_s": stats["tokens_per_s"], "sampled_with": sorted(sets)}
+        summaries[name] = _write_summary(rows, out_dir / name, params, ks, backend, generation,
+                                         {"model": model_name, "dataset": name, "template": template})
+    return summaries, {"sample_s": stats["seconds"], "grading_s": grading_s}
+
+
+def _write_summary(graded: list[dict], out_dir: Path, params: SamplingParams, ks, backend, generation: dict,
+                   about: dict) -> dict:
+    """OUT/graded.jsonl and OUT/summary.json (accuracy, pass@k and maj@k for k <= n, settings)."""
     write_jsonl(out_dir / "graded.jsonl", graded)
     ks = sorted({k for k in ks if k <= params.n} | ({params.n} if params.n > 1 else set()))
-    summary = {**summarize(graded, ks), "model": model_name, "dataset": dataset, "template": template,
-               "sampling": params.as_dict(), "backend": backend.name, **(extra or {}),
-               "generation": {k: stats[k] for k in ("tokens", "seconds", "tokens_per_s", "questions_skipped")}}
+    summary = {**summarize(graded, ks), **about, "sampling": params.as_dict(), "backend": backend.name,
+               "generation": generation}
     write_json(out_dir / "summary.json", summary)
     return summary
 

@@ -14,6 +14,10 @@ An optional warm-up SFT on labelled data runs first (iter_0). Every stage writes
 `OUT/NAME/iter_K/STAGE/` and ends by writing `DONE.json` (its stats and seconds) atomically; a
 re-run skips stages with a DONE.json and redoes the others from their own resumable state
 (sampling appends, training checkpoints), so a killed loop re-run with the same command resumes.
+Consecutive stages on the same model (eval after training, then sampling from that model) share one
+loaded model and backend (`sampling.reuse.BackendCache`); every eval samples all test sets in one
+call. Each DONE.json records its overheads (model load or conversion, backend start, grading,
+training loop) for the report's time table.
 
 Curriculum (`curriculum.enabled`): the pass rate of the current model on each training question
 (from this iteration's samples) orders the pair/RFT rows easy to hard (trained in that order) and
@@ -22,7 +26,6 @@ optionally keeps only questions with `min_pass <= pass rate <= max_pass`.
 
 from __future__ import annotations
 
-import gc
 import shlex
 import shutil
 import subprocess
@@ -34,10 +37,11 @@ import yaml
 from . import data, grading, models, prompts, runlock
 from .data import synth
 from .errors import UserError
-from .evaluation import evaluate
+from .evaluation import evaluate_sets
 from .grading.metrics import summarize
 from .records import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
-from .sampling import SamplingParams, distributed_ray, make_backend
+from .sampling import SamplingParams
+from .sampling.reuse import BackendCache
 from .sampling.sample_stage import sample_records
 
 DONE = "DONE.json"
@@ -54,6 +58,10 @@ class Run:
         self.root = Path(cfg["out"]) / cfg["name"]
         self.ran: list[str] = []  # stages run (not skipped) by this process
         self.order: list[str] = read_json(self.root / ORDER) if (self.root / ORDER).is_file() else []
+        # the model of the last sampling stage and its backend, kept while the next stages use it too
+        self.held = BackendCache(cfg.get("backend", "hf"), cfg.get("dtype", "auto"), cfg.get("device", "auto"),
+                                 cfg.get("cache_dir"), cfg.get("batch_size"), cfg.get("sample_dtype", "auto"),
+                                 cfg.get("kv_gb"), ray=cfg.get("ray"))
 
     def _reached(self, rel: str) -> None:
         if rel not in self.order:
@@ -118,64 +126,56 @@ def make_data(cfg: dict, d: Path) -> dict:
 
 # ---- model-using stages -----------------------------------------------------------------------
 
-def _backend(cfg: dict, model: str, template: str):
-    if cfg.get("ray"):  # the same backend in each worker of a Ray cluster (sampling/distributed_ray.py)
-        return distributed_ray.start(cfg["ray"], _backend, ({**cfg, "ray": None}, model, template), model,
-                                     cfg["backend"], cfg["cache_dir"])
-    loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"], quiet=True)
-    return loaded, make_backend(loaded, cfg["backend"], template, cfg["batch_size"], cfg["sample_dtype"],
-                                cfg["kv_gb"])
-
-
 def _params(cfg: dict, section: dict, seed: int) -> SamplingParams:
     return SamplingParams(n=section["n"], temperature=section["temperature"], top_p=section.get("top_p", 1.0),
                           max_new_tokens=section["max_new_tokens"], seed=seed,
                           calculator=bool(section.get("calculator", cfg["calculator"])))
 
 
-def sample_stage(cfg: dict, model: str, records: list[dict], section: dict, template: str, seed: int,
-                 d: Path) -> dict:
+def sample_stage(cfg: dict, held: BackendCache, model: str, records: list[dict], section: dict, template: str,
+                 seed: int, d: Path) -> dict:
     """Sample and grade: samples.jsonl (resumable) then graded.jsonl."""
-    loaded, backend = _backend(cfg, model, template)
+    loaded, backend, cost = held.get(model, template)
     stats = sample_records(records, backend, loaded.tokenizer, _params(cfg, section, seed), d / "samples.jsonl",
                            model, template, chunk=cfg["chunk"])
-    del loaded, backend  # free the model before the next stage loads one
-    gc.collect()
     ids = {r["id"] for r in records}
+    t0 = time.perf_counter()
     graded = grading.grade_rows([r for r in read_jsonl(d / "samples.jsonl") if r["id"] in ids], cfg["workers"])
+    cost["grading_s"] = round(time.perf_counter() - t0, 2)
     write_jsonl(d / "graded.jsonl", graded)
     m = summarize(graded, [section["n"]] if section["n"] > 1 else [])
     return {"questions": len(records), "samples": len(graded), "accuracy": m.get("accuracy"),
-            "truncated": m.get("truncated"), "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"], "sample_seconds": stats["seconds"]}
+            "truncated": m.get("truncated"), "pass@n": m.get(f"pass@{section['n']}"), "tokens": stats["tokens"],
+            "sample_seconds": stats["seconds"], "overheads": cost}
 
 
-def eval_stage(cfg: dict, model: str, d: Path, root: Path) -> dict:
-    """Evaluate `model` on every test set of the run folder `root`; prints one line per set."""
+def eval_stage(cfg: dict, held: BackendCache, model: str, d: Path, root: Path) -> dict:
+    """Evaluate `model` on every test set of the run folder `root` (the same questions at every stage,
+    so changes are paired), all sets in one sampling call; prints one line per set."""
     ev = cfg["eval"]
-    loaded, backend = _backend(cfg, model, cfg["template"])
-    params = _params(cfg, ev, cfg["seed"])
+    loaded, backend, cost = held.get(model, cfg["template"])
+    sets = {p.stem: read_jsonl(p) for p in sorted((root / "data" / "test").glob("*.jsonl"))}
+    summaries, spent = evaluate_sets(sets, backend, loaded.tokenizer, _params(cfg, ev, cfg["seed"]), d, model,
+                                     cfg["template"], ks=ev["ks"], workers=cfg["workers"])
     out = {}
-    for path in sorted((root / "data" / "test").glob("*.jsonl")):
-        name = path.stem
-        s = evaluate(read_jsonl(path), backend, loaded.tokenizer, params, d / name, model, name, cfg["template"],
-                     ks=ev["ks"], workers=cfg["workers"])
+    for name, s in summaries.items():
         out[name] = {k: v for k, v in s.items() if k in ("n", "accuracy", "accuracy_ci95", "strict_accuracy")
                      or k.startswith(("pass@", "maj@"))}
         lo, hi = s["accuracy_ci95"]
         print(f"  {d.relative_to(root)}: {name} accuracy {100 * s['accuracy']:.1f}% "
               f"[{100 * lo:.1f}, {100 * hi:.1f}] (n={s['n']})")
-    del loaded, backend  # free the model before the next stage loads one
-    gc.collect()
-    return {"model": model, "results": out}
+    return {"model": model, "results": out, "sample_seconds": spent["sample_s"],
+            "overheads": {**cost, "grading_s": spent["grading_s"]}}
 
 
-def train_stage(cfg: dict, method: str, model: str, rows: list[dict], section: dict, d: Path,
+def train_stage(cfg: dict, held: BackendCache, method: str, model: str, rows: list[dict], section: dict, d: Path,
                 template: str | None = None, extra: dict | None = None) -> dict:
     from .training import train
 
     if not rows:
         print("  no training rows: model unchanged")
         return {"model": model, "rows": 0, "trained": False}
+    held.release()  # training loads its own copy and needs the memory; its model is a new one
     write_jsonl(d / "train_rows.jsonl", rows)
     args = {"method": method, "model": model, "lora": bool(section["lora"]), "template": template or cfg["template"],
             "trl": {**section["overrides"], **(extra or {})}, "peft": section["peft"],
@@ -189,7 +189,10 @@ def train_stage(cfg: dict, method: str, model: str, rows: list[dict], section: d
     logs = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
     steps = [r for r in logs if "loss" in r]
     last = {k: v for k, v in (steps[-1] if steps else {}).items() if k in ("step", "loss", "rewards/margins")}
-    return {"model": str(path), "rows": len(rows), "trained": True, "final_log": last}
+    # the rest of the stage's seconds: model load, tokenizing, reference log-probs, saving
+    runtime = next((r["train_runtime"] for r in logs if "train_runtime" in r), None)
+    return {"model": str(path), "rows": len(rows), "trained": True, "final_log": last,
+            "overheads": {"train_loop_s": runtime}}
 
 
 def _launch(cfg: dict, d: Path, method: str, model: str, lora: bool, template: str, trl: dict, peft: dict,
@@ -221,22 +224,21 @@ def pairs_stage(kind: str, graded: list[dict], tokenizer, template: str, opts: d
     return {"rows": len(rows), "pairs": stats}
 
 
-def step_pairs_stage(cfg: dict, model: str, graded: list[dict], d: Path, order: dict | None) -> dict:
+def step_pairs_stage(cfg: dict, held: BackendCache, model: str, graded: list[dict], d: Path,
+                     order: dict | None) -> dict:
     from .loop_config import step_pair_options
     from .pairs import steps
 
     st = cfg["step"]
     options = step_pair_options(cfg)  # step.pairs over the run's seed and calculator; judge set-up
-    loaded, backend = _backend(cfg, model, st["template"])
+    loaded, backend, cost = held.get(model, st["template"])
     # finished groups of questions land in step.parts.jsonl first, so a killed stage resumes mid-way
     rows, stats = options.build(graded, steps.parts_path(d / "step.jsonl"), backend, loaded.tokenizer,
                                 st["template"])
-    del loaded, backend  # free the model before the next stage loads one
-    gc.collect()
     rows = apply_curriculum(rows, order)
     write_jsonl(d / "step.jsonl", rows)
     steps.parts_path(d / "step.jsonl").unlink(missing_ok=True)
-    return {"rows": len(rows), "pairs": stats}
+    return {"rows": len(rows), "pairs": stats, "overheads": cost}
 
 
 # ---- curriculum -------------------------------------------------------------------------------
@@ -308,7 +310,7 @@ def _pooled(run: Run, k: int, stage: str, where=_iter) -> list[dict]:
 def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list[dict], tokenizer,
            where=_iter, final: bool = False) -> str:
     cfg, it = run.cfg, where(k)
-    run.stage(f"{it}/sample", lambda d: sample_stage(cfg, current, questions, cfg["sample"], cfg["template"],
+    run.stage(f"{it}/sample", lambda d: sample_stage(cfg, run.held, current, questions, cfg["sample"], cfg["template"],
                                                      cfg["seed"] + k, d))
     graded = read_jsonl(run.root / it / "sample" / "graded.jsonl")
     order = curriculum_order(cfg, graded)
@@ -317,13 +319,13 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
                                                    {"k": cfg["dpo"]["k"], "threshold": cfg["dpo"]["threshold"]},
                                                    d, order))
     pairs = read_jsonl(run.root / it / "pairs" / "dpo.jsonl")
-    dpo_model = run.stage(f"{it}/dpo", lambda d: train_stage(cfg, "dpo", current, pairs, cfg["dpo"], d,
+    dpo_model = run.stage(f"{it}/dpo", lambda d: train_stage(cfg, run.held, "dpo", current, pairs, cfg["dpo"], d,
                                                              extra=_curriculum_train(order)))["model"]
     if "dpo" in cfg["eval"]["after"] or (final and not cfg["sft"]["enabled"]):
-        run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, dpo_model, d, run.root))
+        run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, run.held, dpo_model, d, run.root))
     if not cfg["sft"]["enabled"]:
         return dpo_model
-    run.stage(f"{it}/sample_dpo", lambda d: sample_stage(cfg, dpo_model, questions, cfg["rft"], cfg["template"],
+    run.stage(f"{it}/sample_dpo", lambda d: sample_stage(cfg, run.held, dpo_model, questions, cfg["rft"], cfg["template"],
                                                          cfg["seed"] + 1000 + k, d))
     pool = cfg["rft"]["pool"]
     if pool == "all":  # the current model's samples too: more questions with a correct solution
@@ -341,17 +343,17 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
 def step_dpo(run: Run, k: int, current: str, questions: list[dict], where=_iter, final: bool = False) -> str:
     cfg, it, st = run.cfg, where(k), run.cfg["step"]
     questions = questions[: st["questions"] or None]
-    run.stage(f"{it}/step_sample", lambda d: sample_stage(cfg, current, questions, st, st["template"],
+    run.stage(f"{it}/step_sample", lambda d: sample_stage(cfg, run.held, current, questions, st, st["template"],
                                                           cfg["seed"] + 2000 + k, d))
     graded = read_jsonl(run.root / it / "step_sample" / "graded.jsonl")
     order = curriculum_order(cfg, graded)
-    run.stage(f"{it}/step_pairs", lambda d: step_pairs_stage(cfg, current, graded, d, order))
+    run.stage(f"{it}/step_pairs", lambda d: step_pairs_stage(cfg, run.held, current, graded, d, order))
     rows = read_jsonl(run.root / it / "step_pairs" / "step.jsonl")
-    model = run.stage(f"{it}/step_dpo", lambda d: train_stage(cfg, "dpo", current, rows, st, d,
+    model = run.stage(f"{it}/step_dpo", lambda d: train_stage(cfg, run.held, "dpo", current, rows, st, d,
                                                               template=st["template"],
                                                               extra=_curriculum_train(order)))["model"]
     if "step_dpo" in cfg["eval"]["after"] or final:
-        run.stage(f"{it}/eval_step_dpo", lambda d: eval_stage(cfg, model, d, run.root))
+        run.stage(f"{it}/eval_step_dpo", lambda d: eval_stage(cfg, run.held, model, d, run.root))
     return model
 
 
@@ -379,22 +381,36 @@ def run_loop(cfg) -> Path:
     runlock.hold(run.root, "loop")  # one writer per run folder: a second loop here exits 2 naming this pid
     write_json(run.root / "config.json", cfg)
     t0 = time.time()
-    run.stage("data", lambda d: make_data(cfg, d))
+    try:
+        return _run(run, cfg, t0)
+    finally:
+        run.held.release()
+
+
+def _convert(cfg: dict) -> dict:
+    """Resolve the base model (an embedded one is converted to a HF folder once, into the cache)."""
+    t0 = time.perf_counter()
+    models.resolve(cfg["model"], cfg["cache_dir"])
+    return {"overheads": {"convert_s": round(time.perf_counter() - t0, 2)}}
+
+
+def _run(run: Run, cfg: dict, t0: float) -> Path:
+    run.stage("data", lambda d: {**make_data(cfg, d), **_convert(cfg)})
     train = read_jsonl(run.root / "data" / "train.jsonl")
-    base = models.resolve(cfg["model"], cfg["cache_dir"])  # converts the embedded model once
+    base = models.resolve(cfg["model"], cfg["cache_dir"])  # converted by the data stage
     tokenizer = models.load_tokenizer(base)
     current = base
     if "base" in cfg["eval"]["after"]:
-        run.stage("iter_0/eval_base", lambda d: eval_stage(cfg, base, d, run.root))
+        run.stage("iter_0/eval_base", lambda d: eval_stage(cfg, run.held, base, d, run.root))
     w = cfg["warmup_sft"]
     if w["enabled"]:
         labelled = _labelled(cfg, train)
         if not labelled:
             raise UserError("warmup_sft needs training records with solutions")
         rows = [{"question": r["question"], "solution": r["solution"]} for r in labelled]
-        current = run.stage("iter_0/warmup_sft", lambda d: train_stage(cfg, "sft", base, rows, w, d))["model"]
+        current = run.stage("iter_0/warmup_sft", lambda d: train_stage(cfg, run.held, "sft", base, rows, w, d))["model"]
         if "warmup_sft" in cfg["eval"]["after"]:
-            run.stage("iter_0/eval_warmup_sft", lambda d: eval_stage(cfg, current, d, run.root))
+            run.stage("iter_0/eval_warmup_sft", lambda d: eval_stage(cfg, run.held, current, d, run.root))
     warm = current
     if cfg["arms"]:  # several recipe lists from the same warm-up model, shared stages run once
         from .loop_arms import run_arms

@@ -28,7 +28,7 @@ def st(run: Run, k: int, current: str, base: str, warm: str, questions: list[dic
        where=_iter, final: bool = False) -> str:
     cfg, it = run.cfg, where(k)
     section = {**cfg["sample"], "n": budget(cfg)}
-    run.stage(f"{it}/st_sample", lambda d: sample_stage(cfg, current, questions, section, cfg["template"],
+    run.stage(f"{it}/st_sample", lambda d: sample_stage(cfg, run.held, current, questions, section, cfg["template"],
                                                         cfg["seed"] + k, d))
     graded = read_jsonl(run.root / it / "st_sample" / "graded.jsonl")
     order = curriculum_order(cfg, graded)
@@ -46,8 +46,8 @@ def rft_sft(run: Run, it: str, pooled: list[dict], tokenizer, order: dict | None
                                                    {"threshold": cfg["rft"]["threshold"],
                                                     "cap_percentile": cfg["rft"]["cap_percentile"]}, d, order))
     rows = read_jsonl(run.root / it / rft / "rft.jsonl")
-    model = run.stage(f"{it}/{sft}", lambda d: train_stage(cfg, "sft", start, rows, cfg["sft"], d,
+    model = run.stage(f"{it}/{sft}", lambda d: train_stage(cfg, run.held, "sft", start, rows, cfg["sft"], d,
                                                            extra=_curriculum_train(order)))["model"]
     if point in cfg["eval"]["after"] or final:
-        run.stage(f"{it}/eval_{point}", lambda d: eval_stage(cfg, model, d, run.root))
+        run.stage(f"{it}/eval_{point}", lambda d: eval_stage(cfg, run.held, model, d, run.root))
     return model

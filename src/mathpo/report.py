@@ -4,7 +4,9 @@ Reads only what the stages left in the run folder (their DONE.json, eval summari
 rows, pair files, training metrics.jsonl), so it can be rebuilt any time:
     python -m mathpo.report runs/demo
 Plots: accuracy per evaluation point and test set (greedy and maj@k, 95% intervals), pass@k
-curves, pairs per iteration, DPO reward margins during training, seconds per stage. The summary
+curves, pairs per iteration, DPO reward margins during training, seconds per stage (and a time
+table with each stage's overheads: model load or conversion, backend start, sampling, grading,
+training loop; `reused` where the previous stage's model served). The summary
 table compares every evaluation point with the reference (the warm-up SFT model, else the base
 model) on the same questions: paired difference with a 95% interval and an exact McNemar test.
 """
@@ -183,6 +185,25 @@ def summary_table(root: Path, evals) -> tuple[str, list[dict]]:
     return "\n".join(lines), comps
 
 
+TIME_HEADER = ("| stage | seconds | rows | model load (convert) s | backend start s | sampling s | grading s "
+               "| training loop s |\n|---|---|---|---|---|---|---|---|\n")
+
+
+def time_row(stage: str, st: dict) -> str:
+    """One line of the time table: the stage's seconds and the overheads it recorded (`reused`: the
+    previous stage's model and backend served it)."""
+    o = st.get("overheads") or {}
+
+    def sec(key: str) -> str:
+        return f"{o[key]:.1f}" if isinstance(o.get(key), (int, float)) else ""
+
+    load = "reused" if o.get("reused") else (f"({o['convert_s']:.1f})" if "convert_s" in o else sec("load_s"))
+    sampling = f"{st['sample_seconds']:.0f}" if isinstance(st.get("sample_seconds"), (int, float)) else ""
+    cells = [stage, f"{st.get('seconds', 0):.0f}", str(st.get("rows", st.get("samples", ""))), load,
+             "" if o.get("reused") else sec("backend_s"), sampling, sec("grading_s"), sec("train_loop_s")]
+    return "| " + " | ".join(cells) + " |"
+
+
 def write_report(root: str | Path) -> str:
     """Write report.md and the plots; return the summary table (markdown) for printing."""
     import matplotlib
@@ -205,14 +226,13 @@ def write_report(root: str | Path) -> str:
     arms_text, arms_plots = write_arms(root, plt)
     table += "\n\n" + arms_text if arms_text else ""
     total = sum(st.get("seconds", 0) for _, st in done)
-    stage_rows = "\n".join(f"| {s} | {st.get('seconds', 0):.0f} | {st.get('rows', st.get('samples', ''))} |"
-                           for s, st in done)
+    stage_rows = "\n".join(time_row(s, st) for s, st in done)
     text = (f"# Self-training report: {root.name}\n\n"
             f"Accuracy is greedy unless the eval section asks for samples; intervals are 95% (Wilson for\n"
             f"accuracy; paired normal interval for the change, with an exact McNemar test on the\n"
             f"questions that changed). Stage time in total: {total / 60:.1f} min.\n\n{table}\n\n"
             + "".join(f"![{p[:-4]}]({p})\n\n" for p in arms_plots + plots)
-            + "| stage | seconds | rows |\n|---|---|---|\n" + stage_rows + "\n")
+            + TIME_HEADER + stage_rows + "\n")
     atomic_write_text(root / "report.md", text)
     from .records import write_json
 
