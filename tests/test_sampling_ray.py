@@ -21,6 +21,7 @@ from conftest import DATA, needs_data
 from mathpo import data, loop, prompts
 from mathpo.cli import build_parser, main
 from mathpo.commands import sample as sample_cmd
+from mathpo.errors import UserError
 from mathpo.records import read_jsonl, write_jsonl
 from mathpo.sampling import SamplingParams, distributed_ray
 
@@ -149,7 +150,11 @@ def test_killed_worker_costs_no_row(cluster, tiny_model_dir, single_rows, tmp_pa
     stats = loop.sample_records(records, KillAfterFirst(backend), loaded.tokenizer, params, out, cfg["model"],
                            prompts.DEFAULT)
     assert backend.replaced == 1 and backend.retried >= 1  # the dead worker had a chunk in flight
+    retried = backend.retried
     assert stats["rows_written"] == 16 and read_jsonl(out) == single_rows  # none lost, none doubled
+    with pytest.raises(UserError, match="empty prompt"):  # a user error in a worker: one line, no retry
+        backend.generate(["", "x"], params)
+    assert backend.retried == retried
     backend.close()
 
 
@@ -180,3 +185,7 @@ def test_loop_step_pairs_stage_on_ray(cluster, tiny_model_dir, tmp_path):
         results[name] = (read_jsonl(d / "step.jsonl"), _without_seconds(stats))
     assert results["ray"] == results["one"]
     assert results["one"][1]["pairs"]["rollouts_total"] > 0
+    deadline = time.time() + 60  # the stage's workers ended with it: the cluster's CPUs are free again
+    while ray.available_resources().get("CPU", 0) < 2:
+        assert time.time() < deadline, ray.available_resources()
+        time.sleep(0.5)

@@ -16,11 +16,12 @@ times per backend, and its unfinished chunks go back to the queue for whichever 
 chunk's results are taken once, from the attempt that finished, so no row is lost or doubled. A
 chunk that fails `attempts` times stops the run (the rows written so far stay; a re-run resumes).
 
-Why actors and a small queue here rather than Ray Data's `map_batches`: the driver must stay the
-only writer of one resumable JSONL file with whole questions per append, and rollout rounds of Step-DPO
-are many short `generate` calls that need their results back in order; a queue over
-`ray.wait` gives both with Ray core alone (no pyarrow / pandas dependency), and the retry rule
-is ours and visible. The actors are released when the backend is garbage-collected (Ray ends an
+Why actors and a small queue over `ray.wait` rather than Ray Data's `map_batches`: the driver must
+stay the only writer of one resumable JSONL file with whole questions per append, and Step-DPO's
+rollout rounds are many short `generate` calls that need their results back in order; this needs
+Ray core alone (no pyarrow / pandas). Rather than `ray.util.ActorPool`: the pool gives one task per
+actor at a time (a gap between chunks) and leaves a failed item and a dead actor's replacement to
+the caller, which is most of what this module does. The actors are released when the backend is garbage-collected (Ray ends an
 actor once no handle refers to it) or by `close()`.
 """
 
