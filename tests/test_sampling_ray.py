@@ -166,7 +166,7 @@ def _without_seconds(stats):
 
 @needs_ray
 def test_loop_step_pairs_stage_on_ray(cluster, tiny_model_dir, tmp_path):
-    """The loop's hook (`_backend`, shared by its sample, step-pair and eval stages): rollouts of
+    """The loop's hook (its BackendCache, shared by its sample, step-pair and eval stages): rollouts of
     the step-pair stage run on the workers and give the rows and counts they give in one process."""
     from test_loop import tiny_config
 
@@ -177,15 +177,20 @@ def test_loop_step_pairs_stage_on_ray(cluster, tiny_model_dir, tmp_path):
     graded = [{"id": r["id"], "question": r["question"], "gold": "5", "sample": k, "correct": k == 1,
                "completion": wrong if k == 0 else " 2 + 3 = 5.\nStep 2: The answer is 5."}
               for r in read_jsonl(tmp_path / "train.jsonl")[:3] for k in range(2)]
+    from mathpo.sampling.reuse import BackendCache
+
     results = {}
     for name, ray_cfg in (("one", None), ("ray", {"address": cluster})):
         d = tmp_path / name
         d.mkdir()
-        stats = loop.step_pairs_stage({**cfg, "ray": ray_cfg}, str(tiny_model_dir), graded, d, None)
+        held = BackendCache(batch_size=cfg["batch_size"], ray=ray_cfg)  # what the loop's Run holds
+        stats = loop.step_pairs_stage({**cfg, "ray": ray_cfg}, held, str(tiny_model_dir), graded, d, None)
+        held.release()  # as the loop does before training or at its end
+        stats.pop("overheads")  # load and start-up times
         results[name] = (read_jsonl(d / "step.jsonl"), _without_seconds(stats))
     assert results["ray"] == results["one"]
     assert results["one"][1]["pairs"]["rollouts_total"] > 0
-    deadline = time.time() + 60  # the stage's workers ended with it: the cluster's CPUs are free again
+    deadline = time.time() + 60  # released, the workers end: the cluster's CPUs are free again
     while ray.available_resources().get("CPU", 0) < 2:
         assert time.time() < deadline, ray.available_resources()
         time.sleep(0.5)
