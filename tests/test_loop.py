@@ -28,7 +28,7 @@ def tiny_config(tmp_path, model_dir) -> dict:
     test = [{"id": f"t{i}", "question": f"Ann has 2 apples and gets 3 more. How many? ({i})", "gold": "5",
              "solution": SOLUTION} for i in range(3)]
     write_jsonl(tmp_path / "test.jsonl", test)
-    sample = {"max_new_tokens": 32, "temperature": 1.3}  # the 29-token solution fits: a cut-off one is never correct
+    sample = {"max_new_tokens": 32, "temperature": 1.3}  # the 29-token solution fits (a cut-off one is never correct)
     # fp32: bf16 autocast on a CPU costs more than it saves on a model this small
     train_fast = {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 1, "report_to": [], "bf16": False}
     return load_config(None, data={
@@ -99,8 +99,11 @@ def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_
         assert done[s]["trained"] and (root / s / "model" / "config.json").is_file()
         assert not (root / s / "checkpoints").exists()
     assert done["iter_1/pairs"]["rows"] > 0 and done["iter_1/rft"]["rows"] > 0
-    warm_acc = done["iter_0/eval_warmup_sft"]["results"]["tiny"]["accuracy"]
-    assert warm_acc > 0  # the warm-up SFT really trained: the tiny model now answers 5
+    # the warm-up SFT really trained: greedy, the tiny model now writes the solution's first step (a random
+    # one never does). Its answers are not graded right: they stop at the token limit before any `####`
+    # ("... So there are 555"), which the old last-number fallback counted as correct when it read 5.
+    warm = read_jsonl(root / "iter_0/eval_warmup_sft/tiny/graded.jsonl")
+    assert all(r["completion"].startswith(" First, 2 + 3 = <<2+3=") for r in warm)
     step_rows = read_jsonl(root / "iter_1/step_pairs/step.jsonl")
     assert step_rows and done["iter_1/step_dpo"]["trained"]
     assert {"prompt", "initial_reason_steps", "chosen", "rejected"} <= set(step_rows[0])
