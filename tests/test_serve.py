@@ -77,6 +77,41 @@ def test_gate_with_no_waiting_room_refuses_while_running():
     gate.admit().release()
 
 
+def test_gate_is_first_come_first_served_and_a_cancelled_waiter_leaves_at_once():
+    import threading
+    import time
+
+    gate = Gate(max_waiting=3)
+    running = gate.admit()
+    assert running.start() and running.wait_turn()
+    order, tickets, threads = [], [gate.admit() for _ in range(3)], []
+    for name, t in zip("abc", tickets):
+        def wait(name=name, t=t):
+            if t.start() and t.wait_turn():
+                order.append(name)
+                t.leave()
+            t.release()
+        threads.append(threading.Thread(target=wait))
+        threads[-1].start()
+        time.sleep(0.05)  # arrival order a, b, c
+    t0 = time.time()
+    tickets[1].cancel()  # b gives up while waiting
+    threads[1].join(5)
+    assert not threads[1].is_alive() and time.time() - t0 < 1 and gate.load == 3
+    running.leave()
+    running.release()
+    for t in threads:
+        t.join(5)
+    assert order == ["a", "c"] and gate.load == 0
+
+
+def test_cancelling_an_unstarted_ticket_frees_its_place():
+    gate = Gate(max_waiting=0)
+    t = gate.admit()
+    t.cancel()
+    assert gate.load == 0 and not t.start()
+
+
 # ---- generation ---------------------------------------------------------------------------------------
 
 def test_stream_grows_and_ends_like_complete(engine):
@@ -125,6 +160,24 @@ def test_closing_a_stream_frees_the_model(engine):
     it.close()
     assert engine.gate.load == 0
     assert engine.complete(prompt, GenParams(max_new_tokens=2))[0].tokens == 2
+
+
+def test_an_abandoned_stream_frees_the_model_without_the_garbage_collector(engine):
+    """Issue 13: a consumer that stops reading and is never closed (a client that hung up) must not
+    hold the model until a GC cycle finalizes it; cancelling its ticket is enough."""
+    prompt = engine.question_prompt("What is 2 + 3?")
+    gc.disable()
+    try:
+        ticket = engine.gate.admit()
+        it = engine.stream(prompt, GenParams(max_new_tokens=1500), ticket)
+        next(it)
+        ticket.cancel()  # what the API does when the client disconnects; `it` stays suspended
+        assert ticket.done.wait(10) and ticket.steps < 100
+        assert engine.complete(prompt, GenParams(max_new_tokens=2))[0].tokens == 2
+        assert engine.gate.load == 0
+    finally:
+        gc.enable()
+    del it
 
 
 def test_busy_engine_refuses(engine):

@@ -2,8 +2,8 @@
 
     mathpo serve --model M [--compare M2] [--host 127.0.0.1] [--port 7860] [--log-dir DIR]
 
-Modules: engine (generation, streaming, the bounded per-model queue, limits), render (what the
-page shows), solve (the page's handler), app (the Gradio page layout), api
+Modules: engine (generation, streaming, limits), gate (the bounded per-model waiting line),
+render (what the page shows), solve (the page's handler), app (the Gradio page layout), api
 (`/v1/chat/completions`, `/v1/models`), log (`--log-dir`).
 `build_app` puts the API routes and the page on one FastAPI app, served by uvicorn.
 """

@@ -1,7 +1,8 @@
 """The optional request log of `mathpo serve --log-dir DIR`: one JSONL row per answered request.
 
 Without `--log-dir` nothing is written anywhere. Rows: `time, source (page|api), model`, then
-`question` and `completions` (page) or `messages` and `completions` (API).
+`question` and `completions` (page) or `messages` and `completions` (API); an API request whose
+client disconnected has `messages`, `client: "gone"` and `steps` (tokens generated before it stopped).
 """
 
 from __future__ import annotations
