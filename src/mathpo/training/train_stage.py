@@ -78,6 +78,8 @@ def config_values(method: str, out_dir: Path, lora: bool, trl: dict) -> dict:
 
     values = {**COMMON_DEFAULTS, **METHOD_DEFAULTS[method], "bf16": bf16_available(),
               "use_cpu": not torch.cuda.is_available()}
+    if "activation_checkpointing" not in fields:  # transformers < 5.20 (vLLM 0.32's range): the old name
+        values["gradient_checkpointing"] = values.pop("activation_checkpointing")
     if lora:
         values["learning_rate"] = LORA_LR[method]
         if values["bf16"]:
