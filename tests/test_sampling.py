@@ -194,3 +194,24 @@ def test_real_model_bf16_with_calculator(smol_path):
     assert all(c.text.startswith("24>>") for c in out[1])
     assert any(any(w in c.text.lower() for w in ("the", "she", "clips", "step")) for c in out[0])  # English
     assert loaded.model.dtype == torch.float32  # the caller's model is untouched
+
+
+def test_interleaved_calls_keep_their_own_state(tokenizer, tiny_model):
+    # Per-call state (params, KV cache, stop window) lives with the call, not the engine: two streams
+    # advanced in turn on one engine give what each gives alone.
+    sharpen(tiny_model)
+    b = backend(tiny_model, tokenizer, batch_size=2)  # a few rounds each, so their forwards interleave
+    first = SamplingParams(n=2, temperature=1.0, max_new_tokens=3, seed=1)  # ends first
+    second = SamplingParams(n=1, max_new_tokens=9, stop=("ab",))
+    alone = [dict(b.generate_stream(PROMPTS[:2], first)), dict(b.generate_stream(PROMPTS, second))]
+    streams, together = [b.generate_stream(PROMPTS[:2], first), b.generate_stream(PROMPTS, second)], [{}, {}]
+    while streams[0] or streams[1]:
+        for k, s in enumerate(streams):
+            if s is not None:
+                item = next(s, None)
+                if item is None:
+                    streams[k] = None
+                else:
+                    together[k][item[0]] = item[1]
+    assert together == alone
+    assert not {"params", "cache", "stop_keep"} & set(vars(b.engine))

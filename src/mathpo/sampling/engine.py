@@ -59,6 +59,9 @@ class BatchEngine:
         self.eos = {t for t in [*eos, tokenizer.eos_token_id] if t is not None}
         self._pieces: dict[int, str] = {}  # token id -> its text alone (kept across calls)
         self._forced: dict[str, list[int]] = {}  # text to force -> its tokens
+        # Streams open on the model: its attention is the slot cache's from the first one's start to
+        # the last one's end (calls may interleave: the pairs stage's rollouts, a caller's generators).
+        self._open, self._previous = 0, None
 
     def slots_for(self, rows: int, length: int, n: int) -> int:
         per_slot = SlotCache.bytes_per_slot(self.model.config, length, self.model.dtype)
@@ -69,12 +72,16 @@ class BatchEngine:
         """Yield (prompt index, its n completions) as each prompt's last sample finishes."""
         if not prompts:
             return
-        previous = self.model.config._attn_implementation
-        self.model.set_attn_implementation(NAME)
+        if not self._open:
+            self._previous = self.model.config._attn_implementation
+            self.model.set_attn_implementation(NAME)
+        self._open += 1
         try:
             yield from self._stream(prompt_ids, prompts, params)
         finally:
-            self.model.set_attn_implementation(previous)
+            self._open -= 1
+            if not self._open:
+                self.model.set_attn_implementation(self._previous)
 
     def _stream(self, prompt_ids, prompts, params):
         n = params.n
