@@ -141,6 +141,29 @@ def test_sft_completion_ends_with_eos_and_only_it_is_trained(tokenizer, small_mo
     assert tokenizer.decode(ex["input_ids"][:n_prompt]) == rows[0]["prompt"]
 
 
+def test_padding_free_sft_batch_gives_the_padded_loss(tokenizer, small_model_dir, tmp_path):
+    """mathpo's padding-free SFT default: one row of concatenated sequences (no pad tokens) gives the
+    loss of the padded batch, so transformers keeps the sequences apart (sdpa, no flash attention)."""
+    rows = tdata.sft_rows(SFT + [{"prompt": "Q: a longer question, with more words in it? A:",
+                                  "completion": " a longer answer, also with more words. So 7."}], tokenizer, "gsm8k")
+    losses = {}
+    for free in (True, False):
+        values = trun.config_values("sft", tmp_path / str(free), False, {**FAST, "padding_free": free})
+        trainer = trun.build_trainer("sft", str(small_model_dir), tokenizer, rows, values, False, {})
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+        assert (batch["input_ids"].shape[0] == 1) == free  # padding-free: one row, no pad tokens
+        if free:
+            assert values["max_length"] is None  # every row fits: no truncation to give up
+        keys = ("input_ids", "attention_mask", "position_ids", "labels")
+        with torch.no_grad():
+            losses[free] = trainer.model.eval()(**{k: batch[k] for k in keys if k in batch}, use_cache=False).loss
+    torch.testing.assert_close(losses[True], losses[False], atol=1e-5, rtol=1e-5)
+    long_rows = [{**r, "length": 5000} for r in rows]  # a row past max_length: padded and truncated instead
+    values = trun.config_values("sft", tmp_path, False, {})
+    trun.fit_padding_free("sft", values, long_rows)
+    assert values["padding_free"] is False and "max_length" not in values  # TRL's own limit applies
+
+
 # --- training runs -------------------------------------------------------------------------------
 
 def test_dpo_full_moves_weights_and_raises_margin_then_resumes(tokenizer, small_model_dir, tmp_path):
