@@ -96,7 +96,8 @@ def test_grade_command(tmp_path, capsys):
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["grade", str(src), "--output", str(dst), "--workers", "2"]) == 0
     out = [json.loads(line) for line in dst.read_text().splitlines()]
-    assert [{k: r[k] for k in r if k not in ("pred", "correct", "strict_correct", "timeout", "truncated")} for r in out] == rows
+    added = ("pred", "correct", "strict_correct", "timeout", "truncated")
+    assert [{k: r[k] for k in r if k not in added} for r in out] == rows
     assert [(r["pred"], r["correct"], r["strict_correct"], r["timeout"]) for r in out] == [
         ("8,000", True, True, False), ("18", False, False, False), ("14", True, False, False)]
     assert "wrote" in capsys.readouterr().out

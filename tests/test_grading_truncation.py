@@ -78,8 +78,8 @@ def test_looping_needs_a_real_loop():
 def test_real_outputs_verdicts_unchanged():
     """On the 252 hand-read real outputs (no `finish` recorded there) the check flags only loops, all of
     which a reader already graded wrong: no verdict changes."""
-    rows = [json.loads(l) for l in (Path(__file__).parent / "fixtures" / "real_outputs.jsonl").read_text().splitlines()
-            if l.strip()]
+    rows = [json.loads(line) for line in
+            (Path(__file__).parent / "fixtures" / "real_outputs.jsonl").read_text().splitlines() if line.strip()]
     flagged = [(r, grade(r["completion"], r["gold"])) for r in rows]
     flagged = [(r, g) for r, g in flagged if g["truncated"]]
     assert len(flagged) == 18

@@ -9,8 +9,8 @@ import pytest
 
 from mathpo import loop
 from mathpo.cli import main
-from mathpo.loop_config import load_config
 from mathpo.errors import UserError
+from mathpo.loop_config import load_config
 from mathpo.records import read_jsonl, write_jsonl
 
 # One fixed 3-line solution: the warm-up SFT makes the tiny model memorize it, so its samples are
@@ -185,7 +185,8 @@ def test_stage_order_is_the_runs_own_and_old_eval_folders_are_adopted(tmp_path):
         os.utime(run.root / rel / loop.DONE, (1000 + i, 1000 + i))
     assert [s for s, _ in report.stages(run.root)] == ["data", "iter_1/sample", "iter_1/pairs",
                                                        "iter_0/eval_warmup_sft"]
-    assert report.label("iter_0/eval_warmup_sft") == "it0:warmup_sft" and report.label("iter_2/eval_step_dpo") == "it2:step_dpo"
+    assert report.label("iter_0/eval_warmup_sft") == "it0:warmup_sft"
+    assert report.label("iter_2/eval_step_dpo") == "it2:step_dpo"
     # a fresh Run over the same folder keeps the recorded order
     assert loop.Run({"out": str(tmp_path), "name": "r"}).order[:3] == ["data", "iter_1/sample", "iter_1/pairs"]
 

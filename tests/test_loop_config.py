@@ -39,7 +39,8 @@ def test_misspelt_trl_key_fails_in_one_line_in_under_two_seconds(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("sft.overrides.num_train_epoch=2", "sft.overrides.num_train_epoch' for TRL's SFTConfig (did you mean num_train_epochs"),
+    ("sft.overrides.num_train_epoch=2",
+     "sft.overrides.num_train_epoch' for TRL's SFTConfig (did you mean num_train_epochs"),
     ("warmup_sft.overrides.beta=0.1", "warmup_sft.overrides.beta' for TRL's SFTConfig"),  # a DPO field
     ("step.pairs.rolouts=4", "unknown step-pair option 'step.pairs.rolouts' (did you mean rollouts"),
     ("step.pairs.rollouts=0", "step.pairs.rollouts"),

@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from conftest import DATA, needs_data
-
 from mathpo import data, loop, prompts
 from mathpo.cli import build_parser, main
 from mathpo.commands import sample as sample_cmd

@@ -20,7 +20,6 @@ import pytest
 from mathpo import prompts
 from mathpo.errors import UserError, require
 from mathpo.serve.render import extract_answer
-
 from test_serve import save_untied_tiny_model
 from test_serve_soak import post, start_server, stop_server
 

@@ -356,7 +356,7 @@ def test_soak(model_dir, tmp_path):
         for burst in range(4):
             barrier = threading.Barrier(15)
 
-            def at_once(i):
+            def at_once(i, barrier=barrier, burst=burst):
                 barrier.wait()
                 one("stream" if i % 2 else "plain", 1000 + 15 * burst + i)
 

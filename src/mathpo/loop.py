@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, grading, models, prompts, runlock
+from . import data, grading, models, runlock
 from .data import synth
 from .errors import UserError
 from .evaluation import evaluate_sets
@@ -325,8 +325,8 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
         run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, run.held, dpo_model, d, run.root))
     if not cfg["sft"]["enabled"]:
         return dpo_model
-    run.stage(f"{it}/sample_dpo", lambda d: sample_stage(cfg, run.held, dpo_model, questions, cfg["rft"], cfg["template"],
-                                                         cfg["seed"] + 1000 + k, d))
+    run.stage(f"{it}/sample_dpo", lambda d: sample_stage(cfg, run.held, dpo_model, questions, cfg["rft"],
+                                                         cfg["template"], cfg["seed"] + 1000 + k, d))
     pool = cfg["rft"]["pool"]
     if pool == "all":  # the current model's samples too: more questions with a correct solution
         pooled = _pooled(run, k, "sample", where) + _pooled(run, k, "sample_dpo", where)

@@ -55,9 +55,9 @@ def run_arms(run: Run, base: str, warm: str, train: list[dict], tokenizer) -> di
         print(f"== arm {arm}: {' -> '.join(cfg['arms'][arm])} x {cfg['iterations']} iterations")
         folders = {(k, r): folder for k, r, folder in steps}
         current = warm
-        for i, (k, r, folder) in enumerate(steps):
+        for i, (k, r, _folder) in enumerate(steps):
             current = apply_recipe(run, r, k, current, base, warm, _questions(cfg, train, k), tokenizer,
-                                   where=lambda j, r=r: folders[(j, r)], final=i == len(steps) - 1)
+                                   where=lambda j, r=r, folders=folders: folders[(j, r)], final=i == len(steps) - 1)
         finals[arm] = current
         last = steps[-1][2] if steps else "iter_0"
         record[arm] = {"recipes": cfg["arms"][arm], "steps": [list(s) for s in steps], "final_model": current,

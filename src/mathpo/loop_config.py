@@ -19,7 +19,6 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from . import prompts, train_options
 from .config import apply_overrides, build_dataclass, load_yaml
@@ -52,14 +51,14 @@ class Training:
 class Warmup(Training):
     """Warm-up SFT on the labelled records (iter_0/warmup_sft); overrides: SFTConfig fields."""
     enabled: bool = True
-    limit: Union[int, None] = None  # the first N training records with a solution
+    limit: int | None = None  # the first N training records with a solution
 
 
 @dataclass
 class Sample(Sampling):
     """Sampling from the current model on this iteration's training questions. Equal budget: the
     `st` recipe draws sample.n + rft.n per question here, DPO-ST's two sampling stages together."""
-    questions: Union[int, None] = None  # a window of that many training questions per iteration
+    questions: int | None = None  # a window of that many training questions per iteration
     start: int = 0
 
 
@@ -80,7 +79,7 @@ class Rft(Sampling):
     cap_percentile: float = 90
     # true = the DPO models' samples of every iteration so far; all = also the samples DPO pairs
     # were made from; false = this iteration's DPO model only
-    pool: Union[bool, str] = True
+    pool: bool | str = True
 
 
 @dataclass
@@ -96,7 +95,7 @@ class Step(Training, Sampling):
     temperature: float = 0.8
     top_p: float = 0.95
     template: str = "chat-step"
-    questions: Union[int, None] = None  # the first N of the iteration's questions
+    questions: int | None = None  # the first N of the iteration's questions
     pairs: dict = field(default_factory=dict)
 
 
@@ -117,34 +116,34 @@ class Curriculum:
 
 @dataclass
 class LoopConfig:
-    name: Union[str, None] = None  # run folder = OUT/NAME (default: the config file's stem)
+    name: str | None = None  # run folder = OUT/NAME (default: the config file's stem)
     out: str = "runs"
     model: str = "smollm2-135m-instruct"
     dtype: str = "auto"
     device: str = "auto"
-    cache_dir: Union[str, None] = None
-    data_dir: Union[str, None] = None
+    cache_dir: str | None = None
+    data_dir: str | None = None
     backend: str = "hf"
     batch_size: int = 32
     chunk: int = 64
     workers: int = 1
     sample_dtype: str = "auto"  # hf backend: dtype to sample in (auto, bf16, fp32)
-    kv_gb: Union[float, None] = None  # hf backend: KV cache memory in GiB (default: its own)
+    kv_gb: float | None = None  # hf backend: KV cache memory in GiB (default: its own)
     # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there
-    launcher: Union[str, None] = None
+    launcher: str | None = None
     # sampling, rollouts and eval on a Ray cluster: an address, or {address: auto, workers, ...}
     # (mathpo.sampling.distributed_ray)
-    ray: Union[str, dict, None] = None
+    ray: str | dict | None = None
     template: str = "chat-gsm8k"
     calculator: bool = False
     seed: int = 0
-    recipe: Union[list, str] = field(default_factory=lambda: ["dpo-st"])  # run in this order each iteration
+    recipe: list | str = field(default_factory=lambda: ["dpo-st"])  # run in this order each iteration
     # instead of `recipe`: several arms compared in one run, name -> recipe list, all from the same
     # warm-up model, shared stages run once (mathpo.loop_arms), e.g. {st: [st], dpo-st: [dpo-st]}
     arms: dict = field(default_factory=dict)
     iterations: int = 1
-    use_solutions: Union[bool, str] = "labelled"  # gold solutions as positives: true, labelled, false
-    train_data: Union[dict, None] = None  # {synth: {n, steps, seed, split}} or {dataset, split, limit}
+    use_solutions: bool | str = "labelled"  # gold solutions as positives: true, labelled, false
+    train_data: dict | None = None  # {synth: {n, steps, seed, split}} or {dataset, split, limit}
     test_sets: dict = field(default_factory=dict)  # name -> data spec (+ optional: true)
     warmup_sft: Warmup = field(default_factory=Warmup)
     sample: Sample = field(default_factory=Sample)

@@ -14,8 +14,17 @@ tail (`rft_sft`) is DPO-ST's too (ITER/rft, ITER/sft, ITER/eval_sft).
 
 from __future__ import annotations
 
-from .loop import Run, _curriculum_train, _iter, _pooled, curriculum_order, eval_stage, pairs_stage, sample_stage, \
-    train_stage
+from .loop import (
+    Run,
+    _curriculum_train,
+    _iter,
+    _pooled,
+    curriculum_order,
+    eval_stage,
+    pairs_stage,
+    sample_stage,
+    train_stage,
+)
 from .records import read_jsonl
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from .grading.metrics import group, pass_at_k, pass_rates
 from .records import atomic_write_text, read_json, read_jsonl
 
-PAIR_FILES = {"pairs": ("dpo.jsonl", "DPO pairs"), "rft": ("rft.jsonl", "RFT rows"), "st_rft": ("rft.jsonl", "RFT rows"),
-              "step_pairs": ("step.jsonl", "step pairs")}
+PAIR_FILES = {"pairs": ("dpo.jsonl", "DPO pairs"), "rft": ("rft.jsonl", "RFT rows"),
+              "st_rft": ("rft.jsonl", "RFT rows"), "step_pairs": ("step.jsonl", "step pairs")}
 
 
 def stages(root: Path) -> list[tuple[str, dict]]:

@@ -66,7 +66,7 @@ def arms_table(root: str | Path) -> tuple[str, list[dict]]:
     arms, points, tests, scores = _scores(root)
     lines = ["| arm | recipes | test set | n | accuracy | 95% interval (Wilson) | samples/question/iteration "
              "| step rollouts |", "|---|---|---|---|---|---|---|---|"]
-    for name, rel in points:
+    for name, _rel in points:
         recipes = " + ".join(arms[name]["recipes"]) if name in arms else "(reference)"
         spent, rollouts = budget(root, arms[name]) if name in arms else (0.0, 0)
         for t in tests:
@@ -162,7 +162,8 @@ def seeds_table(roots: list[str | Path]) -> str:
             if any(cells):
                 diffs.append(f"| {b} - {a} | {t} | {' | '.join(cells)} |")
     return ("## Arms across seeds\n\nAccuracy (%) of each arm's final model per seed; spread = max - min.\n\n"
-            + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed:\n\n" + "\n".join(diffs) + "\n")
+            + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed:\n\n"
+            + "\n".join(diffs) + "\n")
 
 
 if __name__ == "__main__":

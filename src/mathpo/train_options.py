@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .config import unknown_key
@@ -39,7 +39,7 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"))
 
@@ -113,7 +113,7 @@ def _imported_fields(module: str, name: str) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_names(module: str, name: str) -> frozenset[str]:
     """Init fields of the dataclass `module.name`, read from source when possible (fast)."""
     try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("loop", help="self-training loop (DPO-ST, Step-DPO, ST; arms side by side), resumable by stage",
+    parser = sub.add_parser("loop", help="self-training loop (DPO-ST, Step-DPO, ST; arms side by side), "
+                            "resumable by stage",
                             description=__doc__.splitlines()[0])
     parser.add_argument("config", help="YAML experiment file (configs/demo.yaml, configs/gsm8k.yaml, ...)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",

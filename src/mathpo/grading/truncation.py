@@ -67,7 +67,7 @@ def _marker_closed(text: str) -> bool | None:
     """None when the text has no answer marker; else whether the last one is finished (a closed
     box, or a `####` / 'answer is' line that ends before the text does)."""
     last = None
-    for last in _MARKERS.finditer(text):
+    for last in _MARKERS.finditer(text):  # noqa: B007 (the loop keeps the last match in last)
         pass
     if last is None:
         return None

@@ -21,8 +21,8 @@ stay the only writer of one resumable JSONL file with whole questions per append
 rollout rounds are many short `generate` calls that need their results back in order; this needs
 Ray core alone (no pyarrow / pandas). Rather than `ray.util.ActorPool`: the pool gives one task per
 actor at a time (a gap between chunks) and leaves a failed item and a dead actor's replacement to
-the caller, which is most of what this module does. The actors are released when the backend is garbage-collected (Ray ends an
-actor once no handle refers to it) or by `close()`.
+the caller, which is most of what this module does. The actors are released when the backend is
+garbage-collected (Ray ends an actor once no handle refers to it) or by `close()`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import importlib.util
 import math
 import os
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Callable, Iterator
 
 from ..errors import UserError
 from . import Completion, SamplingParams, Streaming

@@ -36,7 +36,7 @@ class Gate:
     def load(self) -> int:
         return self._held
 
-    def admit(self) -> "Ticket":
+    def admit(self) -> Ticket:
         """A place in line, or Busy when the line is full. Release the ticket when done."""
         with self._cond:
             if self._held >= 1 + self.max_waiting:
