@@ -157,7 +157,9 @@ def test_build_step_rows_in_math_step_dpo_schema():
     assert stats["wrong_solutions"] == 2 and stats["locate"]["located"] == 1
     assert stats["skipped"] == {"question_never_solved": 1}
     assert stats["locate"]["error_step"] == {"3": 1} and stats["locate"]["error_position"] == {"middle": 1}
-    assert stats["rectify"] == {"rollouts": 0, "sampled_for": 0, "reused": 1, "no_fix_found": 0}
+    assert stats["rectify"] == {"rollouts": 0, "sampled_for": 0, "reused": 1, "no_fix_found": 0,
+                                "chosen_rejected": {"chosen_bad_arithmetic": 0, "chosen_low_support": 0},
+                                "bad_arithmetic": {}}
     assert stats["per_question"] == {"0": 1, "1": 1}
 
 
@@ -209,6 +211,72 @@ def test_build_rectifies_from_questions_samples_and_by_sampling():
     assert rows[0]["rejected"] == " She bakes 5, 13 - 5 = 8.\n" and stats["rectify"]["rollouts"] == 3
     # the judge needs no solved samples, so q2 is judged too (its one step is not in the verdicts)
     assert stats["locate"]["judge_calls"] == 2 and stats["skipped"] == {"judge_found_no_error": 1}
+
+
+# the demo's chosen step: its rollout reached the gold answer, yet it writes 16 where it computed 8
+BAD_FIRST = " She has 16 - 8 = <<16-8=8>>16 left.\nStep 9: \\boxed{9}"
+GOOD_FIRST = " So 16 - 7 = <<16-7=9>>9.\nStep 9: \\boxed{9}"
+
+
+class FirstSteps(KnownSampler):
+    """Every continuation of an unpoisoned prompt reaches gold; the k-th one writes `firsts[k]` (the
+    last one repeated) as its first step, and the rectification's draws (seed + 7919) `fixes[k]`."""
+
+    def __init__(self, firsts, fixes=None):
+        super().__init__(poison=[WRONG[2]])
+        self.firsts, self.fixes = firsts, fixes or firsts
+
+    def generate(self, prompts_, params, progress=None):
+        firsts = self.fixes if params.seed >= 7919 else self.firsts
+        out = super().generate(prompts_, params, progress)
+        return [[Completion(firsts[min(i, len(firsts) - 1)], 5, "stop") if "boxed{9}" in c.text else c
+                 for i, c in enumerate(comps)] for comps in out]
+
+
+def test_chosen_step_with_bad_arithmetic_is_skipped_and_counted():
+    from mathpo.pairs.summary import format_summary
+
+    # the locator's first success from the prefix before the error begins with the demo's bad step
+    rows, stats = steps.build(graded(), FirstSteps([BAD_FIRST, GOOD_FIRST]), None, "chat-step", rollouts=4, chunk=4)
+    assert [r["chosen"] for r in rows] == [" So 16 - 7 = <<16-7=9>>9.\n"]  # the next candidate
+    assert stats["rectify"]["chosen_rejected"] == {"chosen_bad_arithmetic": 1, "chosen_low_support": 0}
+    assert stats["rectify"]["bad_arithmetic"] == {"wrong_repeat": 1}
+    assert stats["rectify"]["sampled_for"] == 0
+    assert "chosen steps rejected: chosen_bad_arithmetic 1 (wrong_repeat 1)" in format_summary(stats)
+    # every reused success is bad: rectification samples, and the bad step is counted once, not per copy
+    rows, stats = steps.build(graded(), FirstSteps([BAD_FIRST], [GOOD_FIRST.replace("<<16-7=9>>9", "<<16-7=9>>")]),
+                              None, "chat-step", rollouts=4, chunk=4, rectify_n=3)
+    assert rows == [] and stats["rectify"]["sampled_for"] == 1 and stats["rectify"]["rollouts"] == 3
+    assert stats["rectify"]["bad_arithmetic"] == {"wrong_repeat": 1, "no_repeat": 1}
+    assert stats["skipped"]["no_fix_found"] == 1
+    rows, stats = steps.build(graded(), FirstSteps([BAD_FIRST], [GOOD_FIRST]), None, "chat-step",
+                              rollouts=4, chunk=4, rectify_n=3)
+    assert [r["chosen"] for r in rows] == [" So 16 - 7 = <<16-7=9>>9.\n"]
+    assert stats["rectify"]["chosen_rejected"]["chosen_bad_arithmetic"] == 1
+
+
+def test_min_chosen_support_needs_the_step_in_several_successes():
+    lone = " So 9 are left.\nStep 9: \\boxed{9}"
+    firsts = [lone, GOOD_FIRST, GOOD_FIRST.replace("\nStep 9", "  \nStep 9")]  # same step, other spacing
+    rows, stats = steps.build(graded(), FirstSteps(firsts), None, "chat-step", rollouts=4, chunk=4)
+    assert rows[0]["chosen"] == " So 9 are left.\n"  # off by default: the first success's step
+    rows, stats = steps.build(graded(), FirstSteps(firsts), None, "chat-step", rollouts=4, chunk=4,
+                              min_chosen_support=3)
+    assert rows[0]["chosen"] == " So 16 - 7 = <<16-7=9>>9.\n"  # begins 3 of the 4 successes
+    assert stats["rectify"]["chosen_rejected"] == {"chosen_bad_arithmetic": 0, "chosen_low_support": 1}
+    rows, stats = steps.build(graded(), FirstSteps(firsts), None, "chat-step", rollouts=4, chunk=4, rectify_n=0,
+                              min_chosen_support=4)
+    assert rows == [] and stats["rectify"]["chosen_rejected"]["chosen_low_support"] == 2
+
+
+def test_min_chosen_support_is_a_checked_step_option():
+    from mathpo.errors import UserError
+    from mathpo.pairs.step_options import StepPairOptions
+
+    assert StepPairOptions.from_dict({}).min_chosen_support == 1
+    assert StepPairOptions.from_dict({"min_chosen_support": 2}).min_chosen_support == 2
+    with pytest.raises(UserError, match="min_chosen_support"):
+        StepPairOptions.from_dict({"min_chosen_support": 0}, "step.pairs.")
 
 
 @pytest.mark.parametrize("reply,verdicts", [

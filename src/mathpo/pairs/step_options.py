@@ -32,6 +32,8 @@ class StepPairOptions:
                                 "(needs search linear)", type=float)
     rectify_n: int = _opt(8, "continuations sampled to find a correct step when the rollouts found none", type=int)
     pairs_per_error: int = _opt(1, "chosen steps per located error at most", type=int)
+    min_chosen_support: int = _opt(1, "a chosen step must begin at least this many of the successful "
+                                   "continuations it is picked from (1: off)", type=int)
     probe_unsolved: bool = _opt(False, "roll out questions with no correct sample from the bare prompt "
                                 "instead of skipping them", action="store_true")
     split: str = _opt("auto", "how solutions are cut into steps", choices=list(MODES))
@@ -57,9 +59,9 @@ class StepPairOptions:
 
     def check(self, where: str = "") -> StepPairOptions:
         if (self.rollouts < 1 or self.chunk < 1 or self.rectify_n < 0 or self.pairs_per_error < 1
-                or self.questions_per_part < 1):
-            raise UserError(f"{where}rollouts, chunk, pairs_per_error, questions_per_part must be >= 1 "
-                            f"and {where}rectify_n >= 0")
+                or self.questions_per_part < 1 or self.min_chosen_support < 1):
+            raise UserError(f"{where}rollouts, chunk, pairs_per_error, questions_per_part, min_chosen_support "
+                            f"must be >= 1 and {where}rectify_n >= 0")
         if self.margin is not None and self.search != "linear":
             raise UserError(f"{where}margin compares neighbouring steps: use it with search linear")
         if self.locator not in ("rollout", "judge"):
@@ -87,6 +89,7 @@ class StepPairOptions:
             graded, parts_path, backend, tokenizer, template, questions_per_part=self.questions_per_part,
             locator=self.locator, judge=self.judge(), rollouts=self.rollouts, chunk=self.chunk,
             search=self.search, margin=self.margin, rectify_n=self.rectify_n, pairs_per_error=self.pairs_per_error,
+            min_chosen_support=self.min_chosen_support,
             split_mode=self.split, temperature=self.temperature, top_p=self.top_p,
             max_new_tokens=self.max_new_tokens, seed=self.seed, max_per_question=self.max_per_question,
             probe_unsolved=bool(self.probe_unsolved), calculator=bool(self.calculator), dataset=self.dataset_name,

@@ -3,7 +3,8 @@
 
 Pipeline per wrong solution: split into steps (`pairs.split`) -> locate the first wrong step
 (`pairs.locate`, Monte Carlo rollouts; or `pairs.judge`, an OpenAI-compatible chat model) ->
-rectify (`pairs.rectify`: a correct next step sampled from the prefix before the error) -> row.
+rectify (`pairs.rectify`: a correct next step sampled from the prefix before the error, its own
+arithmetic checked by `pairs.arithmetic`) -> row.
 
 Rows follow Math-Step-DPO-10K's schema plus `id`:
 - `prompt`: the raw question (not rendered);
@@ -27,7 +28,7 @@ from pathlib import Path
 from .. import prompts
 from ..records import JsonlAppender
 from ..sampling import SamplingParams
-from . import rectify
+from . import arithmetic, rectify
 from .locate import RolloutLocator, Task
 from .pool import group
 from .split import prefix, split, used_mode
@@ -79,7 +80,7 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
           margin: float | None = None, rectify_n: int = 8, pairs_per_error: int = 1,
           split_mode: str = "auto", temperature: float = 0.7, top_p: float = 0.95,
           max_new_tokens: int = 256, seed: int = 0, max_per_question: int | None = None,
-          probe_unsolved: bool = False, calculator: bool = False,
+          probe_unsolved: bool = False, calculator: bool = False, min_chosen_support: int = 1,
           dataset: str | None = None, progress=None) -> tuple[list[dict], dict]:
     """Step pairs from graded rows. `backend` samples rollouts and fixes; `judge` (a
     `pairs.judge.JudgeLocator`) replaces rollouts for localization when locator='judge'."""
@@ -92,7 +93,8 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
                                 "rectify_n": rectify_n, "pairs_per_error": pairs_per_error,
                                 "probe_unsolved": probe_unsolved,
                                 "split": split_mode, "temperature": temperature, "top_p": top_p,
-                                "max_new_tokens": max_new_tokens, "seed": seed, "calculator": calculator}}
+                                "max_new_tokens": max_new_tokens, "seed": seed, "calculator": calculator,
+                                "min_chosen_support": min_chosen_support}}
     items = collect(graded_rows, tokenizer, template, split_mode, max_per_question, stats)
     params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                             stop=t.stop, seed=seed, calculator=calculator)
@@ -121,21 +123,30 @@ def build(graded_rows: list[dict], backend, tokenizer, template: str, *, locator
         **({"judge_calls": loc.calls} if locator == "judge" else {"generate_calls": loc.calls}),
     }
 
-    # rectify: reuse the locator's successful rollouts from the prefix before the error
-    fixes = []
-    for _row, task, res in located:
-        e, mode = res.error, used_mode(task.steps)
-        rejected = task.steps[e - 1].body
-        fixes.append(rectify.candidates(rejected, res.successes.get(e - 1, []), mode, pairs_per_error))
+    # rectify: reuse the locator's successful rollouts from the prefix before the error; where they
+    # give no acceptable step, sample more and choose among the old and new ones together
+    def choose(task, res, conts, refused):
+        return rectify.candidates(task.steps[res.error - 1].body, conts, used_mode(task.steps), pairs_per_error,
+                                  min_chosen_support, refused)
+
+    refused = [Counter() for _ in located]  # per error, from its last choice only (no double counting)
+    fixes = [choose(task, res, res.successes.get(res.error - 1, []), refused[i])
+             for i, (_row, task, res) in enumerate(located)]
     need = [i for i, f in enumerate(fixes) if not f]
     jobs = [(located[i][1].prompt, prefix(located[i][1].steps, located[i][2].error - 1), located[i][1].gold)
             for i in need]
     sampled, cost = rectify.sample_fixes(backend, params, jobs, rectify_n) if rectify_n > 0 else ([], 0)
     for i, conts in zip(need, sampled):
         _, task, res = located[i]
-        fixes[i] = rectify.candidates(task.steps[res.error - 1].body, conts, used_mode(task.steps), pairs_per_error)
+        refused[i] = Counter()
+        fixes[i] = choose(task, res, res.successes.get(res.error - 1, []) + conts, refused[i])
+    why = sum(refused, Counter())
+    bad = Counter({k: v for k, v in why.items() if k in arithmetic.REASONS})
     stats["rectify"] = {"rollouts": cost, "sampled_for": len(need), "reused": len(located) - len(need),
-                        "no_fix_found": sum(not f for f in fixes)}
+                        "no_fix_found": sum(not f for f in fixes),
+                        "chosen_rejected": Counter(chosen_bad_arithmetic=sum(bad.values()),
+                                                   chosen_low_support=why["low_support"]),
+                        "bad_arithmetic": bad}
     if stats["rectify"]["no_fix_found"]:
         stats["skipped"]["no_fix_found"] += stats["rectify"]["no_fix_found"]
 

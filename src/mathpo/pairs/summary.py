@@ -68,6 +68,11 @@ def format_summary(stats: dict) -> str:
         if loc.get("rollouts_per_located") is not None:
             lines.append(f"rollouts: {loc.get('rollouts', 0)} to locate ({loc['rollouts_per_located']} per located "
                          f"error), {stats.get('rectify', {}).get('rollouts', 0)} to rectify")
+        refused = {k: v for k, v in (stats.get("rectify", {}).get("chosen_rejected") or {}).items() if v}
+        if refused:
+            why = ", ".join(f"{k} {v}" for k, v in (stats["rectify"].get("bad_arithmetic") or {}).items())
+            lines.append("chosen steps rejected: " + ", ".join(f"{k} {v}" for k, v in refused.items())
+                         + (f" ({why})" if why else ""))
     return "\n".join(lines)
 
 
