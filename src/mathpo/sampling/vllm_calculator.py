@@ -24,7 +24,7 @@ PROMPT_TAIL_TOKENS = 128  # prompt tokens decoded for the tail (a prefix may end
 class _Request:
     """One request's calculator state; vLLM calls it before every sampling step."""
 
-    def __init__(self, owner: "CalculatorAdapter"):
+    def __init__(self, owner: CalculatorAdapter):
         self.owner = owner
         self.tail: str | None = None  # set from the prompt at the first call
         self.seen = 0  # output tokens already folded into the tail
