@@ -2,7 +2,7 @@
 
     python bench/training.py                      # DPO: 32 GSM8K pairs, SmolLM2-135M, batch 4, 8 steps
     python bench/training.py --variants trl,mathpo,trl-sft,mathpo-sft,mathpo-lora,mathpo-sft-lora
-    python bench/training.py --variants trl,mathpo,mathpo-adamw,mathpo-fp32,mathpo-nockpt
+    python bench/training.py --variants trl,mathpo,mathpo-adafactor,mathpo-fp32,mathpo-nockpt
 
 DPO: the same 32 pairs (GSM8K train questions rendered with chat-boxed; chosen = the gold solution,
 rejected = the same solution with the digits of its last two lines changed, ~300 tokens a sequence).
@@ -13,11 +13,11 @@ full fine-tuning. Variants, each in its own process so peak memory (ru_maxrss) i
   use_cpu on a CPU machine): AdamW (fused), the reference model in memory (DPO), gradient
   checkpointing on, lr 1e-6 (DPO) / 2e-5 (SFT);
 - mathpo / mathpo-sft: `mathpo.training.train` with mathpo's defaults (bf16 autocast where the CPU
-  has it, Adafactor for full fine-tuning, reference log-probs precomputed and no reference model,
+  has it, TRL's AdamW, reference log-probs precomputed and no reference model,
   gradient checkpointing on, TRL's fused LM head with CPU tiles scoring completion positions only,
   length-grouped batches, padding-free SFT), same lr as TRL;
 - suffixes: `-lora` (LoRA, its own default lr, the frozen base in bf16), `-nockpt` (gradient
-  checkpointing off), `-fp32` (no bf16 autocast), `-adamw` (TRL's AdamW instead of Adafactor),
+  checkpointing off), `-fp32` (no bf16 autocast), `-adafactor` (Adafactor instead of AdamW: less memory),
   `-padded` (SFT with padding instead of padding-free), `-threads1` (one thread).
 Seconds per step = Trainer's train_runtime / steps (mathpo's reference pass is in setup_s).
 Prints a table, the ratios against trl (trl-sft for SFT variants), and last one JSON line with every
@@ -72,7 +72,7 @@ def make_sft_rows(n: int, tokenizer, lo: int = 100, hi: int = 350) -> list[dict]
     return out
 
 
-SUFFIXES = ("-sft", "-lora", "-nockpt", "-fp32", "-adamw", "-padded", "-threads1")
+SUFFIXES = ("-sft", "-lora", "-nockpt", "-fp32", "-adafactor", "-padded", "-threads1")
 
 
 def parse_variant(variant: str) -> tuple[str, set[str]]:
@@ -115,8 +115,8 @@ def run_variant(variant: str, rows_path: str, steps: int, batch: int, out: str) 
                      "report_to": [], "gradient_checkpointing": "-nockpt" not in flags}
         if "-fp32" in flags:
             overrides["bf16"] = False
-        if "-adamw" in flags:
-            overrides["optim"] = "adamw_torch_fused"
+        if "-adafactor" in flags:
+            overrides["optim"] = "adafactor"
         if "-padded" in flags:
             overrides["padding_free"] = False
         train(method, model, rows, out, lora="-lora" in flags, trl=overrides)

@@ -33,7 +33,7 @@ from mathpo.records import write_jsonl
 SEED = int(os.environ.get("MATHPO_FAULT_SEED", "13"))
 SOLUTION = "First, 2 + 3 = <<2+3=5>>5.\nSo there are 5 apples.\n#### 5"
 ORDER = ["data", "iter_1/sample", "iter_1/pairs", "iter_1/dpo", "iter_1/sample_dpo", "iter_1/rft", "iter_1/sft",
-         "iter_1/eval_sft", "iter_1/step_sample", "iter_1/step_pairs", "iter_1/step_dpo", "iter_1/eval_step",
+         "iter_1/eval_sft", "iter_1/step_sample", "iter_1/step_pairs", "iter_1/step_dpo", "iter_1/eval_step_dpo",
          "report"]
 TRAINED = ("iter_1/dpo", "iter_1/sft")  # the tiny random model finds no step pairs: step_dpo does not train
 # Fields that describe one process's work, not the stage's output, so a resumed stage differs by
@@ -41,7 +41,7 @@ TRAINED = ("iter_1/dpo", "iter_1/sft")  # the tiny random model finds no step pa
 # `parts`); and HF's `train_loss` summary, averaged over the steps *this* process ran (0.0 when a kill
 # came after the last checkpoint). The per-step rows of metrics.jsonl are compared in full.
 VOLATILE = ("seconds", "sample_seconds", "seconds_this_run", "tokens_per_s", "tokens", "questions_skipped",
-            "parts")
+            "parts", "overheads")  # overheads: this process's load/start/grading seconds and model reuse
 VOLATILE_ROWS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
 QUESTIONS, MAX_STEPS = 2, 2
 
@@ -109,8 +109,9 @@ def kill_plan(rng: random.Random) -> list[tuple[str, str]]:
                                   "iter_1/step_pairs/step.jsonl"]),
         "training": f"{train}/metrics.jsonl@{rng.randint(1, steps)}",
         "checkpoint save": f"ckpt:{rng.choice(TRAINED)}/checkpoints/checkpoint-{rng.choice([1, 2])}",
-        "eval": f"{rng.choice(['iter_1/eval_sft', 'iter_1/eval_step'])}/tiny/"
-                f"{rng.choice(['samples.jsonl', 'graded.jsonl', 'summary.json'])}",
+        # an eval samples every test set in one file, then grades each set into its own folder
+        "eval": f"{rng.choice(['iter_1/eval_sft', 'iter_1/eval_step_dpo'])}/"
+                f"{rng.choice(['samples.jsonl', 'tiny/graded.jsonl', 'tiny/summary.json'])}",
         "report": rng.choice(["tiny/report.md", "tiny/comparisons.json"]),
         "stage record": f"{rng.choice(ORDER[:-1])}/DONE.json",
     }

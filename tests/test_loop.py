@@ -37,7 +37,7 @@ def tiny_config(tmp_path, model_dir) -> dict:
         "train_data": {"dataset": str(tmp_path / "train.jsonl")},
         "test_sets": {"tiny": {"dataset": str(tmp_path / "test.jsonl")},
                       "absent": {"dataset": str(tmp_path / "none.jsonl"), "optional": True}},
-        "warmup_sft": {"overrides": {**train_fast, "max_steps": 40, "learning_rate": 3e-3, "lr_scheduler_type":
+        "warmup_sft": {"overrides": {**train_fast, "max_steps": 80, "learning_rate": 3e-3, "lr_scheduler_type":
                                      "constant", "save_steps": 100}},
         "sample": {**sample, "n": 3}, "rft": {**sample, "n": 2, "pool": "all"},
         "dpo": {"overrides": train_fast}, "sft": {"restart": "continue", "overrides": train_fast},
@@ -51,7 +51,7 @@ def finished(root) -> set[str]:
     return {str(p.parent.relative_to(root)) for p in root.glob("**/DONE.json")}
 
 
-@pytest.mark.slow  # ~60-110 s: 40 warm-up steps plus 15 stages, each loading the tiny model
+@pytest.mark.slow  # ~90-150 s: 80 warm-up steps (40 left answers cut off), 15 stages on the tiny model
 def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_model_dir, monkeypatch):
     cfg = tiny_config(tmp_path, tiny_model_dir)
     root = tmp_path / "runs" / "tiny"
@@ -99,11 +99,8 @@ def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_
         assert done[s]["trained"] and (root / s / "model" / "config.json").is_file()
         assert not (root / s / "checkpoints").exists()
     assert done["iter_1/pairs"]["rows"] > 0 and done["iter_1/rft"]["rows"] > 0
-    # the warm-up SFT really trained: greedy, the tiny model now writes the solution's first step (a random
-    # one never does). Its answers are not graded right: they stop at the token limit before any `####`
-    # ("... So there are 555"), which the old last-number fallback counted as correct when it read 5.
-    warm = read_jsonl(root / "iter_0/eval_warmup_sft/tiny/graded.jsonl")
-    assert all(r["completion"].startswith(" First, 2 + 3 = <<2+3=") for r in warm)
+    warm_acc = done["iter_0/eval_warmup_sft"]["results"]["tiny"]["accuracy"]
+    assert warm_acc > 0  # the warm-up SFT really trained: the tiny model now answers "#### 5" and stops
     step_rows = read_jsonl(root / "iter_1/step_pairs/step.jsonl")
     assert step_rows and done["iter_1/step_dpo"]["trained"]
     assert {"prompt", "initial_reason_steps", "chosen", "rejected"} <= set(step_rows[0])
