@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from . import data, grading, models, runlock
+from .curriculum import apply_curriculum, curriculum_order, curriculum_train
 from .data import synth
 from .errors import UserError
 from .evaluation import evaluate_sets
@@ -241,36 +242,6 @@ def step_pairs_stage(cfg: dict, held: BackendCache, model: str, graded: list[dic
     return {"rows": len(rows), "pairs": stats, "overheads": cost}
 
 
-# ---- curriculum -------------------------------------------------------------------------------
-
-def pass_rates(graded: list[dict]) -> dict[str, float]:
-    from .grading import metrics
-
-    return metrics.pass_rates(graded)
-
-
-def curriculum_order(cfg: dict, graded: list[dict]) -> dict | None:
-    """{id: pass rate} of the questions to keep, or None when the curriculum is off."""
-    c = cfg["curriculum"]
-    if not c["enabled"]:
-        return None
-    rates = pass_rates(graded)
-    return {k: v for k, v in rates.items() if c["min_pass"] <= v <= c["max_pass"]}
-
-
-def apply_curriculum(rows: list[dict], order: dict | None) -> list[dict]:
-    """Keep rows of kept questions, easiest (highest pass rate) first; stable within a question."""
-    if order is None:
-        return rows
-    kept = [r for r in rows if str(r.get("id")) in order]
-    return sorted(kept, key=lambda r: -order[str(r["id"])])
-
-
-def _curriculum_train(order: dict | None) -> dict:
-    # train in the given (easy-to-hard) order instead of shuffling
-    return {"train_sampling_strategy": "sequential"} if order is not None else {}
-
-
 # ---- recipes ----------------------------------------------------------------------------------
 
 def _questions(cfg: dict, train: list[dict], k: int) -> list[dict]:
@@ -320,7 +291,7 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
                                                    d, order))
     pairs = read_jsonl(run.root / it / "pairs" / "dpo.jsonl")
     dpo_model = run.stage(f"{it}/dpo", lambda d: train_stage(cfg, run.held, "dpo", current, pairs, cfg["dpo"], d,
-                                                             extra=_curriculum_train(order)))["model"]
+                                                             extra=curriculum_train(order)))["model"]
     if "dpo" in cfg["eval"]["after"] or (final and not cfg["sft"]["enabled"]):
         run.stage(f"{it}/eval_dpo", lambda d: eval_stage(cfg, run.held, dpo_model, d, run.root))
     if not cfg["sft"]["enabled"]:
@@ -351,7 +322,7 @@ def step_dpo(run: Run, k: int, current: str, questions: list[dict], where=_iter,
     rows = read_jsonl(run.root / it / "step_pairs" / "step.jsonl")
     model = run.stage(f"{it}/step_dpo", lambda d: train_stage(cfg, run.held, "dpo", current, rows, st, d,
                                                               template=st["template"],
-                                                              extra=_curriculum_train(order)))["model"]
+                                                              extra=curriculum_train(order)))["model"]
     if "step_dpo" in cfg["eval"]["after"] or final:
         run.stage(f"{it}/eval_step_dpo", lambda d: eval_stage(cfg, run.held, model, d, run.root))
     return model

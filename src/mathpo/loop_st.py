@@ -14,12 +14,11 @@ tail (`rft_sft`) is DPO-ST's too (ITER/rft, ITER/sft, ITER/eval_sft).
 
 from __future__ import annotations
 
+from .curriculum import curriculum_order, curriculum_train
 from .loop import (
     Run,
-    _curriculum_train,
     _iter,
     _pooled,
-    curriculum_order,
     eval_stage,
     pairs_stage,
     sample_stage,
@@ -56,7 +55,7 @@ def rft_sft(run: Run, it: str, pooled: list[dict], tokenizer, order: dict | None
                                                     "cap_percentile": cfg["rft"]["cap_percentile"]}, d, order))
     rows = read_jsonl(run.root / it / rft / "rft.jsonl")
     model = run.stage(f"{it}/{sft}", lambda d: train_stage(cfg, run.held, "sft", start, rows, cfg["sft"], d,
-                                                           extra=_curriculum_train(order)))["model"]
+                                                           extra=curriculum_train(order)))["model"]
     if point in cfg["eval"]["after"] or final:
         run.stage(f"{it}/eval_{point}", lambda d: eval_stage(cfg, run.held, model, d, run.root))
     return model
