@@ -26,11 +26,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
-from . import Completion, SamplingParams, sampler, truncate_at_stop
+from . import Completion, SamplingParams, Streaming, sampler, truncate_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def release() -> None:
         _current = None
 
 
-class VLLMBackend:
+class VLLMBackend(Streaming):  # generate() collects generate_stream()
     name = "vllm"
 
     def __init__(self, path: str, add_special_tokens: bool = False, batch_size: int | None = None,
@@ -188,15 +188,6 @@ class VLLMBackend:
                     extra_args=extra, skip_special_tokens=True))
                 owners.append(i)
         return inputs, sps, owners
-
-    def generate(self, prompts: list[str], params: SamplingParams,
-                 progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
-        out: list[list[Completion]] = [[] for _ in prompts]
-        for i, completions in self.generate_stream(prompts, params):
-            out[i] = completions
-            if progress:
-                progress(1)
-        return out
 
     def generate_stream(self, prompts: list[str], params: SamplingParams) -> Iterator[tuple[int, list[Completion]]]:
         """Yield (prompt index, its n completions) as prompts finish, in no fixed order."""
