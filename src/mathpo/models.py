@@ -149,8 +149,10 @@ def load_tokenizer(name: str, cache: str | os.PathLike | None = None):
 
 
 def load(name: str, dtype: str = "auto", device: str = "auto",
-         cache: str | os.PathLike | None = None, quiet: bool = False) -> Loaded:
-    """Load model + tokenizer in eval mode; print what was loaded, its dtype and device."""
+         cache: str | os.PathLike | None = None, quiet: bool = False, weights: bool = True) -> Loaded:
+    """Load model + tokenizer in eval mode; print what was loaded, its dtype and device.
+    `weights=False`: the tokenizer and the resolved folder only (`model` None), for a backend that
+    loads the weights itself (vLLM: a second copy would take the memory its engine sizes itself by)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve(name, cache)
@@ -158,6 +160,8 @@ def load(name: str, dtype: str = "auto", device: str = "auto",
     torch_dtype = pick_dtype(dtype, device)
     try:
         tok = load_tokenizer(path)
+        if not weights:
+            return Loaded(None, tok, path, device)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except OSError as e:
         raise UserError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import models
 from ..evaluation import evaluate, format_table
+from ..sampling import loads_weights
 from . import common
 
 
@@ -21,7 +22,8 @@ def run(args) -> int:
     cfg = args.options.resolve(args)
     records, params, fewshot = common.prepare_sampling(cfg)
     out = common.default_out(cfg, "eval")
-    loaded = models.load(cfg["model"], cfg["dtype"], cfg["device"], cfg["cache_dir"])
+    loaded = models.load(cfg["model"], cfg["dtype"], cfg["device"], cfg["cache_dir"],
+                         weights=loads_weights(cfg["backend"]))
     backend = common.make_backend(cfg, loaded)
     out.mkdir(parents=True, exist_ok=True)
     common.save_config(out, cfg)

@@ -15,6 +15,7 @@ from ..pairs.step_options import StepPairOptions
 from ..pairs.summary import format_summary, summary_path
 from ..progress import bar
 from ..records import read_jsonl, write_json, write_jsonl
+from ..sampling import loads_weights
 from . import common
 
 
@@ -88,7 +89,7 @@ def _step(rows: list[dict], cfg: dict, template: str, model: str | None):
     if not model:
         raise UserError("--kind step needs --model (the model that samples rollouts and fixes)")
     options = StepPairOptions.from_flags(cfg)  # checked (judge settings too) before the model loads
-    loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"])
+    loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"], weights=loads_weights(cfg["backend"]))
     backend = common.make_backend(cfg, loaded, template)
     wrong = len({(r["id"], r["completion"].strip()) for r in rows if not r["correct"]})
     with bar(wrong, "locating errors", "sol") as pbar:

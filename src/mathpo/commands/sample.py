@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import models, runlock
 from ..errors import UserError
-from ..sampling import shard
+from ..sampling import loads_weights, shard
 from ..sampling.sample_stage import sample_records
 from . import common
 
@@ -27,7 +27,7 @@ def load_backend(cfg: dict, where: shard.Launch | None = None):
     """(loaded model, backend) for this process; under --ray, each Ray worker runs it too."""
     where = where or shard.Launch()
     loaded = models.load(cfg["model"], cfg["dtype"], shard.device_for(cfg["device"], where), cfg["cache_dir"],
-                         quiet=where.rank > 0)
+                         quiet=where.rank > 0, weights=loads_weights(cfg["backend"]))
     return loaded, common.make_backend(cfg, loaded)
 
 

@@ -58,6 +58,12 @@ class Backend(Protocol):
 BACKENDS = {"hf": None, "vllm": ("vllm", "vllm")}  # name -> (module, extra) it needs beyond the core
 
 
+def loads_weights(name: str) -> bool:
+    """Whether the backend samples from the torch model mathpo loads (hf), rather than loading the
+    checkpoint itself (vllm): `models.load(..., weights=loads_weights(name))`."""
+    return name == "hf"
+
+
 def check_backend(name: str) -> None:
     """UserError for an unknown backend, or one whose extra is not installed (before a model loads)."""
     if name not in BACKENDS:
@@ -96,12 +102,12 @@ class Streaming:
 def make_backend(loaded, name: str = "hf", template: str | None = None, batch_size: int | None = None,
                  sample_dtype: str = "auto", kv_gb: float | None = None) -> Backend:
     """The one way `sample`, `eval`, `pairs --kind step` and `loop` build a backend: special tokens as the
-    prompt template wants them; `sample_dtype` and `kv_gb` are the hf backend's (vLLM sizes its own)."""
+    prompt template wants them; `kv_gb` sizes either backend's KV cache, `sample_dtype` is the hf one's."""
     from .. import prompts
 
-    options = {"batch_size": batch_size}
+    options = {"batch_size": batch_size, "kv_gb": kv_gb}
     if name == "hf":
-        options.update(sample_dtype=sample_dtype, kv_gb=kv_gb)
+        options["sample_dtype"] = sample_dtype
     special = prompts.add_special_tokens(template) if template else False
     return get_backend(name, loaded, add_special_tokens=special, **options)
 

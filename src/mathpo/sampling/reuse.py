@@ -19,7 +19,7 @@ import gc
 import time
 
 from .. import models, prompts
-from . import make_backend
+from . import loads_weights, make_backend
 
 
 class BackendCache:
@@ -52,7 +52,8 @@ class BackendCache:
         if model != self.model:
             self.release()
             t0 = time.perf_counter()
-            self.loaded = models.load(model, quiet=True, **self.load_options)
+            self.loaded = models.load(model, quiet=True, weights=loads_weights(self.options["name"]),
+                                      **self.load_options)
             self.model = model
             cost.update(load_s=round(time.perf_counter() - t0, 2), reused=False)
         if self.backend is None or special != self.special:
@@ -80,5 +81,5 @@ class BackendCache:
 
 def build_local(model: str, template: str, load_options: dict, options: dict):
     """(loaded, backend) in this process: what each Ray worker runs for the loop."""
-    loaded = models.load(model, quiet=True, **load_options)
+    loaded = models.load(model, quiet=True, weights=loads_weights(options["name"]), **load_options)
     return loaded, make_backend(loaded, template=template, **options)
