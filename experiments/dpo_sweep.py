@@ -1,0 +1,171 @@
+"""Why DPO does (not) move a small model: DPO variants from one loop run's warm-up model, each
+evaluated on the run's own test questions and paired against the warm-up model (issue #16, item 4).
+
+    python experiments/dpo_sweep.py runs/demo                         # every variant below
+    python experiments/dpo_sweep.py runs/demo --variants k1,k3,sft-k3 --out runs/demo-sweep
+
+RUN is a finished `mathpo loop` run with iter_0/warmup_sft/model, iter_0/eval_warmup_sft (greedy,
+per test set) and iter_1/sample/graded.jsonl (the warm-up model's samples of the DPO stage). For each
+variant the script only composes mathpo's own verbs, as a user would:
+`mathpo pairs --kind dpo --k K` on those samples -> `mathpo train --method dpo` (or `sft` on the
+chosen solutions: the control that has DPO's NLL term without its preference term) from the warm-up
+model -> `mathpo eval` greedy on RUN/data/test/TEST.jsonl with the run's template and calculator.
+It prints one row per variant: pairs, steps, the first and last logged chosen/rejected log-probs and
+reward margin and the implicit rewards beta * (log pi - log pi_ref) of chosen and rejected (a
+negative chosen reward is DPO's known failure: the chosen solutions grow less likely), accuracy and the paired change
+against the warm-up model (95% interval, gained/lost, exact McNemar p). Resumable: a variant whose
+folder is complete is read back, not rerun. OUT/sweep.md holds the table, OUT/sweep.json the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from mathpo.grading.metrics import pass_rates  # noqa: E402
+from mathpo.records import atomic_write_text, read_jsonl  # noqa: E402
+from mathpo.report import paired  # noqa: E402
+
+# name -> (pairs per question k, method, TRL overrides on top of BASE)
+BASE = {"beta": 0.1, "learning_rate": 2.0e-5, "num_train_epochs": 1, "per_device_train_batch_size": 8,
+        "loss_type": ["sigmoid", "sft"], "gradient_checkpointing": False, "optim": "adamw_torch_fused",
+        "save_steps": 20}
+VARIANTS = {
+    "warmup": (0, "none", {}),                              # no training: the eval path against the loop's
+    "k1": (1, "dpo", {}),                                   # the demo's DPO stage
+    "k3": (3, "dpo", {}),                                   # DPO-ST's pairs per question
+    "k3-sigmoid": (3, "dpo", {"loss_type": ["sigmoid"]}),   # without the NLL term
+    "sft-k3": (3, "sft", {}),                               # the NLL term alone, on the same chosen
+    "k3-lr5e-5": (3, "dpo", {"learning_rate": 5.0e-5}),
+    "k3-beta0.5": (3, "dpo", {"beta": 0.5}),
+    "k3-ep2": (3, "dpo", {"num_train_epochs": 2}),
+}
+SFT_KEYS = {"learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_checkpointing", "optim",
+            "save_steps"}
+
+
+def mathpo(*args: str) -> None:
+    cmd = [sys.executable, "-c", "from mathpo.cli import main; main()", *args]
+    print("$ mathpo " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _kv(overrides: dict) -> list[str]:
+    return [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in overrides.items()]
+
+
+def trends(metrics: Path) -> dict:
+    """First and last logged chosen/rejected log-probs and reward margin (TRL's names)."""
+    rows = [r for r in read_jsonl(metrics) if "logps/chosen" in r]
+    if not rows:
+        return {}
+    pick = ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/margins",
+            "rewards/accuracies")
+    return {"first": {k: rows[0][k] for k in pick}, "last": {k: rows[-1][k] for k in pick},
+            "mean_last_quarter": {k: sum(r[k] for r in rows[-max(1, len(rows) // 4):]) / max(1, len(rows) // 4)
+                                  for k in pick}}
+
+
+def run_variant(run: Path, out: Path, name: str, cfg: dict, tests: list[str]) -> dict:
+    k, method, over = VARIANTS[name]
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if method == "none":
+        return evaluate(run, folder, run / "iter_0/warmup_sft/model", cfg, tests,
+                        {"variant": name, "k": 0, "method": method, "trl": {}, "pairs": 0, "steps": 0, "trends": {}})
+    pairs = out / f"pairs-k{k}.jsonl"
+    if not pairs.is_file():
+        mathpo("pairs", "--kind", "dpo", "--input", str(run / "iter_1/sample/graded.jsonl"), "--output", str(pairs),
+               "--k", str(k), "--template", cfg["template"])
+    data = pairs
+    trl = {**BASE, **over}
+    if method == "sft":
+        data = folder / "chosen.jsonl"
+        if not data.is_file():
+            rows = [{"prompt": r["prompt"], "completion": r["chosen"], "id": r.get("id")} for r in read_jsonl(pairs)]
+            seen, uniq = set(), []
+            for r in rows:  # one row per distinct chosen solution, as the DPO rows repeat it up to k times
+                if (r["prompt"], r["completion"]) not in seen:
+                    seen.add((r["prompt"], r["completion"]))
+                    uniq.append(r)
+            atomic_write_text(data, "".join(json.dumps(r) + "\n" for r in uniq))
+        trl = {k_: v for k_, v in trl.items() if k_ in SFT_KEYS}
+    model = folder / "train/model"
+    if not (model / "config.json").is_file():
+        mathpo("train", "--method", method, "--model", str(run / "iter_0/warmup_sft/model"), "--data", str(data),
+               "--out", str(folder / "train"), "--template", cfg["template"], "--resume", *_kv(trl))
+    result = {"variant": name, "k": k, "method": method, "trl": trl, "pairs": sum(1 for _ in read_jsonl(data))}
+    state = sorted((folder / "train").glob("checkpoints/checkpoint-*/trainer_state.json"))
+    result["steps"] = json.loads(state[-1].read_text())["global_step"] if state else None
+    result["trends"] = trends(folder / "train/metrics.jsonl")
+    return evaluate(run, folder, model, cfg, tests, result)
+
+
+def evaluate(run: Path, folder: Path, model: Path, cfg: dict, tests: list[str], result: dict) -> dict:
+    """Greedy eval of `model` on each test set, paired against the loop's warm-up evaluation."""
+    for test in tests:
+        ev = folder / f"eval_{test}"
+        if not (ev / "summary.json").is_file():
+            args = ["eval", "--model", str(model), "--dataset", str(run / "data/test" / f"{test}.jsonl"),
+                    "--template", cfg["template"], "--temperature", "0", "--n", "1",
+                    "--max-new-tokens", str(cfg["eval"]["max_new_tokens"]), "--batch-size", str(cfg["batch_size"]),
+                    "--out", str(ev)]
+            mathpo(*args, *(["--calculator"] if cfg.get("calculator") else []))
+        ref = pass_rates(read_jsonl(run / "iter_0/eval_warmup_sft" / test / "graded.jsonl"))
+        new = pass_rates(read_jsonl(ev / "graded.jsonl"))
+        result[test] = {"accuracy": sum(new.values()) / len(new), "vs_warmup": paired(ref, new)}
+    return result
+
+
+def table(results: list[dict], tests: list[str]) -> str:
+    head = ("| variant | pairs | steps | chosen logp first -> last | rejected logp first -> last |"
+            " chosen / rejected reward, last quarter | margin |"
+            + "".join(f" {t} acc | {t} vs warm-up [95%] | gained/lost | p |" for t in tests))
+    lines = [head, "|" + "---|" * (7 + 4 * len(tests))]
+    for r in results:
+        tr = r["trends"]
+        f, la = tr.get("first", {}), tr.get("mean_last_quarter", {})
+        cells = [r["variant"], str(r["pairs"]), str(r["steps"]),
+                 f"{f.get('logps/chosen', float('nan')):.1f} -> {la.get('logps/chosen', float('nan')):.1f}",
+                 f"{f.get('logps/rejected', float('nan')):.1f} -> {la.get('logps/rejected', float('nan')):.1f}",
+                 f"{la.get('rewards/chosen', float('nan')):+.2f} / {la.get('rewards/rejected', float('nan')):+.2f}",
+                 f"{la.get('rewards/margins', float('nan')):.2f}"]
+        for t in tests:
+            v = r[t]["vs_warmup"]
+            cells += [f"{100 * r[t]['accuracy']:.1f}%",
+                      f"{100 * v['diff']:+.1f} [{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}]",
+                      f"{v['gained']}/{v['lost']}", f"{v['mcnemar_p']:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--tests", default="synth", help="test sets of RUN/data/test to evaluate on")
+    ap.add_argument("--out", type=Path, help="default RUN-dpo-sweep")
+    a = ap.parse_args()
+    names = a.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}: {', '.join(VARIANTS)}")
+    cfg = json.loads((a.run / "config.json").read_text())
+    out = a.out or a.run.with_name(a.run.name + "-dpo-sweep")
+    tests = a.tests.split(",")
+    results = []
+    for name in names:
+        results.append(run_variant(a.run, out, name, cfg, tests))
+        atomic_write_text(out / "sweep.json", json.dumps(results, indent=1))
+        atomic_write_text(out / "sweep.md", table(results, tests))
+        print(table(results, tests), flush=True)
+
+
+if __name__ == "__main__":
+    main()
