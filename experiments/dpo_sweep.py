@@ -42,6 +42,10 @@ VARIANTS = {
     "k3": (3, "dpo", {}),                                   # DPO-ST's pairs per question
     "k3-sigmoid": (3, "dpo", {"loss_type": ["sigmoid"]}),   # without the NLL term
     "sft-k3": (3, "sft", {}),                               # the NLL term alone, on the same chosen
+    # TRL's sigmoid term works on summed log-probs, its sft term is a per-token mean: at weight 1 the
+    # preference gradient outweighs the NLL's several times over; these tilt it back
+    "k3-w0.2": (3, "dpo", {"loss_weights": [0.2, 1.0]}),
+    "k3-w0.05": (3, "dpo", {"loss_weights": [0.05, 1.0]}),
     "k3-lr5e-5": (3, "dpo", {"learning_rate": 5.0e-5}),
     "k3-beta0.5": (3, "dpo", {"beta": 0.5}),
     "k3-ep2": (3, "dpo", {"num_train_epochs": 2}),

@@ -1,12 +1,15 @@
 """The vllm backend on the embedded SmolLM2-135M, one vLLM engine for the whole session: the hf
-backend's row schema, greedy text equal to hf's on most of 32 GSM8K questions, n > 1 / top_p / stop
-strings / seeds, prefix sampling, the calculator at batch > 1, engine reuse and weight swapping."""
+backend's row schema, greedy text equal to hf's on 32 GSM8K questions in fp32 (most of them in bf16),
+n > 1 / top_p / stop strings / seeds, prefix sampling, the calculator at batch > 1, engine reuse and weight swapping."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +25,7 @@ from mathpo.sampling.sample_stage import sample_records
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 Q = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell in May?"
+HELPERS = Path(__file__).parent / "helpers"
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 
 
@@ -51,7 +55,20 @@ def test_engine_is_reused(vllm, smol_path):
 
 
 @needs_data("gsm8k/test.jsonl")
-def test_greedy_matches_hf_on_most_gsm8k_questions(vllm, hf):
+def test_greedy_equals_hf_in_fp32(smol_path):
+    """Both backends in fp32: the same greedy text on (nearly) every question, so prompts, tokens,
+    weights and stopping agree. In bf16 they match on far fewer (8 of 32 measured): bf16 kernels of
+    different libraries round differently, one flipped near-tie changes the rest of an answer."""
+    proc = subprocess.run([sys.executable, str(HELPERS / "vllm_agreement.py"), str(smol_path), str(DATA), "float32"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"greedy vLLM == hf on {got['same']}/32 GSM8K questions (fp32 both, 96 new tokens); share {got['share']}")
+    assert got["same"] >= 30 and got["share"] >= 0.95, got  # measured 32/32
+
+
+@needs_data("gsm8k/test.jsonl")
+def test_greedy_bf16_shares_most_of_hf_text(vllm, hf):
     loaded, hfb = hf
     records = data.load("gsm8k", "test", 32, str(DATA))
     texts = [prompts.render(loaded.tokenizer, r["question"]) for r in records]
@@ -61,9 +78,8 @@ def test_greedy_matches_hf_on_most_gsm8k_questions(vllm, hf):
     shared = [len(os.path.commonprefix([x[0].text, y[0].text])) / max(1, len(y[0].text)) for x, y in zip(a, b)]
     print(f"greedy vLLM == hf on {same}/32 GSM8K questions (bf16 both, 96 new tokens); "
           f"mean share of hf's text that vLLM's begins with: {sum(shared) / 32:.2f}")
-    # Measured 8/32 here: vLLM's bf16 logits (hf samples from fp32 logits) break near ties differently,
-    # and one flipped token changes the rest of the answer. A broken backend (other prompts, tokens or
-    # weights) shares nothing with hf's text.
+    # Measured 8/32 here (32/32 in fp32, above). A broken backend (other prompts, tokens or weights)
+    # shares nothing with hf's text.
     assert same >= 6 and sum(shared) / 32 >= 0.3, (same, shared)
     assert all(x[0].finish in ("stop", "length") and 0 < x[0].tokens <= 96 for x in a)
 

@@ -9,6 +9,8 @@ table with each stage's overheads: model load or conversion, backend start, samp
 training loop; `reused` where the previous stage's model served). The summary
 table compares every evaluation point with the reference (the warm-up SFT model, else the base
 model) on the same questions: paired difference with a 95% interval and an exact McNemar test.
+With `dpo-st` iterations it also compares the DPO model's samples with its start model's
+(`report_labels`).
 """
 
 from __future__ import annotations
@@ -225,6 +227,10 @@ def write_report(root: str | Path) -> str:
 
     arms_text, arms_plots = write_arms(root, plt)
     table += "\n\n" + arms_text if arms_text else ""
+    from .report_labels import labels_table
+
+    labels = labels_table(root, [s for s, _ in done])
+    table += "\n\n" + labels if labels else ""
     total = sum(st.get("seconds", 0) for _, st in done)
     stage_rows = "\n".join(time_row(s, st) for s, st in done)
     text = (f"# Self-training report: {root.name}\n\n"
