@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from mathpo import loop
 from mathpo.cli import main
@@ -115,6 +116,9 @@ def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_
     for name in ("accuracy.png", "pass_at_k.png", "pairs.png", "margins.png", "time.png"):
         assert (root / name).stat().st_size > 1000 and f"({name})" in report
     assert "it1:step_dpo" in report and "McNemar" in report
+    assert "| iter_1 | 6 | 2 |" in report  # pseudo-labels: the DPO model's 2 samples against the first 2 of 3
+    for s in ("iter_0/warmup_sft", "iter_1/dpo", "iter_1/step_dpo"):  # the run's seed seeds training too
+        assert yaml.safe_load((root / s / "train_config.yaml").read_text())["trl"]["seed"] == 1
     assert "| iter_1/step_pairs |" in report and "| reused |" in report  # the time table shows reuse
 
     # a third run with everything done trains nothing and only rebuilds the report

@@ -179,7 +179,9 @@ def train_stage(cfg: dict, held: BackendCache, method: str, model: str, rows: li
     held.release()  # training loads its own copy and needs the memory; its model is a new one
     write_jsonl(d / "train_rows.jsonl", rows)
     args = {"method": method, "model": model, "lora": bool(section["lora"]), "template": template or cfg["template"],
-            "trl": {**section["overrides"], **(extra or {})}, "peft": section["peft"],
+            # the run's seed also seeds training (data order), so `seed=1` repeats the whole loop, not
+            # only its sampling; an override's own seed wins
+            "trl": {"seed": cfg["seed"], **section["overrides"], **(extra or {})}, "peft": section["peft"],
             "merge_lora": section["merge_lora"]}
     if cfg["launcher"]:
         path = _launch(cfg, d, **args)
