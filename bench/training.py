@@ -18,7 +18,7 @@ full fine-tuning. Variants, each in its own process so peak memory (ru_maxrss) i
   length-grouped batches, padding-free SFT), same lr as TRL;
 - suffixes: `-lora` (LoRA, its own default lr, the frozen base in bf16), `-nockpt` (gradient
   checkpointing off), `-fp32` (no bf16 autocast), `-adafactor` (Adafactor instead of AdamW: less memory),
-  `-adamw8bit` (AdamW with 8-bit states, torchao's `adamw_torch_8bit`; needs `pip install torchao`),
+  `-adamw8bit` (AdamW with 8-bit states, torchao's `adamw_torch_8bit`; needs `pip install 'mathpo[lowmem]'`),
   `-padded` (SFT with padding instead of padding-free), `-threads1` (one thread).
 Seconds per step = Trainer's train_runtime / steps (mathpo's reference pass is in setup_s, so the
 end-to-end ratio, set-up plus steps, is printed too).
