@@ -117,6 +117,9 @@ def test_loop_runs_every_stage_and_resumes_after_an_interruption(tmp_path, tiny_
         assert (root / name).stat().st_size > 1000 and f"({name})" in report
     assert "it1:step_dpo" in report and "McNemar" in report
     assert "| iter_1 | 6 | 2 |" in report  # pseudo-labels: the DPO model's 2 samples against the first 2 of 3
+    # stage by stage: each model against the evaluated model it trained from (sft continues from dpo)
+    assert "| it1:dpo | it0:warmup_sft | tiny | 3 |" in report and "| it1:sft | it1:dpo | tiny | 3 |" in report
+    assert "| it1:step_dpo | it1:sft | tiny | 3 |" in report
     for s in ("iter_0/warmup_sft", "iter_1/dpo", "iter_1/step_dpo"):  # the run's seed seeds training too
         assert yaml.safe_load((root / s / "train_config.yaml").read_text())["trl"]["seed"] == 1
     assert "| iter_1/step_pairs |" in report and "| reused |" in report  # the time table shows reuse

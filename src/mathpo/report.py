@@ -9,8 +9,8 @@ table with each stage's overheads: model load or conversion, backend start, samp
 training loop; `reused` where the previous stage's model served). The summary
 table compares every evaluation point with the reference (the warm-up SFT model, else the base
 model) on the same questions: paired difference with a 95% interval and an exact McNemar test.
-With `dpo-st` iterations it also compares the DPO model's samples with its start model's
-(`report_labels`).
+A stage-by-stage table pairs each evaluated model with the evaluated model it trained from. With
+`dpo-st` iterations it also compares the DPO model's samples with its start model's (`report_labels`).
 """
 
 from __future__ import annotations
@@ -187,6 +187,44 @@ def summary_table(root: Path, evals) -> tuple[str, list[dict]]:
     return "\n".join(lines), comps
 
 
+def _in_run(root: Path, path: str) -> str:
+    """A model path as the stages recorded it (relative to the loop's working folder, or absolute),
+    as a path inside this run folder where it lies in one, so a moved run folder still matches."""
+    parts = Path(path).parts
+    if root.name in parts:
+        i = len(parts) - 1 - parts[::-1].index(root.name)
+        return str(root.resolve().joinpath(*parts[i + 1:]))
+    return str(Path(path).resolve())
+
+
+def stage_gains(root: Path, evals) -> str:
+    """Markdown: each evaluated model against the evaluated model its training started from (its
+    train_config.yaml's `model`), paired per test set: what that one stage added. Stages whose start
+    model was not evaluated are left out (eval.after decides which are)."""
+    import yaml
+
+    by_model = {_in_run(root, st["model"]): s for s, st in evals if st.get("model")}
+    lines = []
+    for stage, st in evals:
+        cfg_path = Path(_in_run(root, st.get("model", ""))) / ".." / "train_config.yaml"
+        if not st.get("model") or not cfg_path.is_file():
+            continue
+        start = by_model.get(_in_run(root, yaml.safe_load(cfg_path.read_text())["model"]))
+        if start is None or start == stage:
+            continue
+        for t in sorted(st["results"]):
+            if (root / start / t / "graded.jsonl").is_file() and (root / stage / t / "graded.jsonl").is_file():
+                c = paired(correctness(root, start, t), correctness(root, stage, t))
+                lines.append(f"| {label(stage)} | {label(start)} | {t} | {c['n']} | {100 * c['diff']:+.1f} "
+                             f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] | {c['gained']}/{c['lost']} "
+                             f"| {c['mcnemar_p']:.3g} |")
+    if not lines:
+        return ""
+    return ("Stage by stage: each evaluated model against the evaluated model it was trained from, same "
+            "questions.\n\n| stage | trained from | test set | n | change [95% interval] | gained/lost | McNemar p |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(lines))
+
+
 TIME_HEADER = ("| stage | seconds | rows | model load (convert) s | backend start s | sampling s | grading s "
                "| training loop s |\n|---|---|---|---|---|---|---|---|\n")
 
@@ -227,6 +265,8 @@ def write_report(root: str | Path) -> str:
 
     arms_text, arms_plots = write_arms(root, plt)
     table += "\n\n" + arms_text if arms_text else ""
+    gains = stage_gains(root, evals)
+    table += "\n\n" + gains if gains else ""
     from .report_labels import labels_table
 
     labels = labels_table(root, [s for s, _ in done])
