@@ -19,6 +19,8 @@ import sys
 from math import comb, sqrt
 from pathlib import Path
 
+import yaml
+
 from .grading.metrics import group, pass_at_k, pass_rates
 from .records import atomic_write_text, read_json, read_jsonl
 
@@ -201,13 +203,13 @@ def stage_gains(root: Path, evals) -> str:
     """Markdown: each evaluated model against the evaluated model its training started from (its
     train_config.yaml's `model`), paired per test set: what that one stage added. Stages whose start
     model was not evaluated are left out (eval.after decides which are)."""
-    import yaml
-
     by_model = {_in_run(root, st["model"]): s for s, st in evals if st.get("model")}
     lines = []
     for stage, st in evals:
-        cfg_path = Path(_in_run(root, st.get("model", ""))) / ".." / "train_config.yaml"
-        if not st.get("model") or not cfg_path.is_file():
+        if not st.get("model"):
+            continue
+        cfg_path = Path(_in_run(root, st["model"])).parent / "train_config.yaml"  # OUT/model -> OUT/
+        if not cfg_path.is_file():
             continue
         start = by_model.get(_in_run(root, yaml.safe_load(cfg_path.read_text())["model"]))
         if start is None or start == stage:
