@@ -127,3 +127,5 @@ def test_seed_to_seed_spread_across_two_runs(tmp_path):
     text = seeds_table([tmp_path / "s0", tmp_path / "s1"])
     assert "| st | t | 75.0% | 25.0% | 50.0 |" in text and "| dpo-st | t | 100.0% | 100.0% | 0.0 |" in text
     assert "| dpo-st - st | t | +25.0 [" in text and "| +75.0 [" in text
+    # pooled: st's per-question means 1, .5, .5, 0 against 1s: differences 0, .5, .5, 1, mean .5, sd .408
+    assert text.splitlines()[-1].endswith("| +50.0 [+10.0, +90.0] |")

@@ -134,9 +134,20 @@ def write_arms(root: Path, plt) -> tuple[str, list[str]]:
     return text, [plot] if plot else []
 
 
+def _pooled(both: list[tuple[dict, dict]]) -> str:
+    """The paired difference with each question's correctness averaged over the seeds (the seeds
+    are replicates on the same questions), so its interval holds the run-to-run noise as well."""
+    if len(both) < 2:
+        return ""
+    ids = set.intersection(*(set(a) & set(b) for a, b in both))
+    mean = [{q: sum(x[q] for x in xs) / len(xs) for q in ids} for xs in zip(*both)]
+    c = paired(mean[0], mean[1])
+    return f"{100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]"
+
+
 def seeds_table(roots: list[str | Path]) -> str:
     """Markdown: every arm's accuracy per test set in each run (one seed each) with the spread
-    (max - min), and each paired difference between arms per run."""
+    (max - min), and each paired difference between arms per run and with the seeds pooled."""
     runs = [(read_json(Path(r) / "config.json").get("seed"), _scores(Path(r))) for r in roots]
     names = list(dict.fromkeys(name for _, (_, points, _, _) in runs for name, _ in points))
     tests = sorted({t for _, (_, _, ts, _) in runs for t in ts})
@@ -149,20 +160,22 @@ def seeds_table(roots: list[str | Path]) -> str:
             if got:
                 cells = [f"{100 * a:.1f}%" if a is not None else "" for a in accs]
                 lines.append(f"| {name} | {t} | {' | '.join(cells)} | {100 * (max(got) - min(got)):.1f} |")
-    diffs = [f"| comparison | test set | {head} |", "|---|---|" + "---|" * len(runs)]
+    diffs = [f"| comparison | test set | {head} | seeds pooled |", "|---|---|" + "---|" * (len(runs) + 1)]
     for a, b in combinations(names, 2):
         for t in tests:
-            cells = []
+            cells, both = [], []
             for _, (_, _, _, sc) in runs:
                 if (a, t) in sc and (b, t) in sc:
                     c = paired(sc[(a, t)], sc[(b, t)])
                     cells.append(f"{100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]")
+                    both.append((sc[(a, t)], sc[(b, t)]))
                 else:
                     cells.append("")
             if any(cells):
-                diffs.append(f"| {b} - {a} | {t} | {' | '.join(cells)} |")
+                diffs.append(f"| {b} - {a} | {t} | {' | '.join(cells)} | {_pooled(both)} |")
     return ("## Arms across seeds\n\nAccuracy (%) of each arm's final model per seed; spread = max - min.\n\n"
-            + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed:\n\n"
+            + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed, and pooled (each question's "
+            "correctness averaged over the seeds):\n\n"
             + "\n".join(diffs) + "\n")
 
 
