@@ -1,0 +1,42 @@
+"""experiments/dpo_sweep.py's own arithmetic: the reward trends it reads from TRL's logs and its table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("dpo_sweep", Path(__file__).parents[1] / "experiments/dpo_sweep.py")
+sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep)
+
+
+def test_trends_first_last_and_last_quarter(tmp_path):
+    keys = ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/margins",
+            "rewards/accuracies")
+    rows = [{"step": i, **{k: float(i) for k in keys}} for i in range(1, 9)] + [{"train_runtime": 3.0}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = sweep.trends(tmp_path / "m.jsonl")
+    assert t["first"]["rewards/chosen"] == 1.0 and t["last"]["rewards/margins"] == 8.0
+    assert t["mean_last_quarter"]["rewards/chosen"] == 7.5  # steps 7 and 8
+    (tmp_path / "none.jsonl").write_text("")
+    assert sweep.trends(tmp_path / "none.jsonl") == {}
+
+
+def test_table_row_and_every_variant_is_well_formed():
+    paired = {"diff": 0.095, "ci95": [0.029, 0.161], "gained": 33, "lost": 14, "mcnemar_p": 0.00794}
+    row = {"variant": "k3-w0.2", "pairs": 186, "steps": 24, "trends": {}, "synth": {"accuracy": 0.565,
+                                                                                   "vs_warmup": paired}}
+    line = sweep.table([row], ["synth"]).splitlines()[2]
+    assert line.startswith("| k3-w0.2 | 186 | 24 |") and "| 56.5% | +9.5 [+2.9, +16.1] | 33/14 | 0.00794 |" in line
+    for name, (k, method, over) in sweep.VARIANTS.items():
+        assert method in ("dpo", "sft", "none") and (k > 0 or method == "none"), name
+        assert set(over) <= set(sweep.BASE) | {"loss_weights"}, name
+
+
+def test_unknown_variant_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setattr("sys.argv", ["dpo_sweep.py", str(tmp_path), "--variants", "k9"])
+    with pytest.raises(SystemExit, match="unknown variant"):
+        sweep.main()
