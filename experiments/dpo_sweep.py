@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from mathpo.grading.metrics import pass_rates  # noqa: E402
 from mathpo.records import atomic_write_text, read_jsonl  # noqa: E402
-from mathpo.report import paired  # noqa: E402
+from mathpo.report import change, paired  # noqa: E402
 
 # name -> (pairs per question k, method, TRL overrides on top of BASE)
 BASE = {"beta": 0.1, "learning_rate": 2.0e-5, "num_train_epochs": 1, "per_device_train_batch_size": 8,
@@ -143,7 +143,7 @@ def table(results: list[dict], tests: list[str]) -> str:
         for t in tests:
             v = r[t]["vs_warmup"]
             cells += [f"{100 * r[t]['accuracy']:.1f}%",
-                      f"{100 * v['diff']:+.1f} [{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}]",
+                      change(v),
                       f"{v['gained']}/{v['lost']}", f"{v['mcnemar_p']:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

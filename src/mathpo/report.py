@@ -66,6 +66,12 @@ def paired(ref: dict[str, float], new: dict[str, float]) -> dict:
             "gained": b, "lost": c, "mcnemar_p": p}
 
 
+def change(c: dict, scale: float = 100, digits: int = 1) -> str:
+    """`paired`'s difference and interval as `+9.5 [+2.9, +16.1]` (points by default)."""
+    lo, hi = c["ci95"]
+    return f"{scale * c['diff']:+.{digits}f} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
+
+
 def _plot_accuracy(evals, tests, out: Path, plt) -> None:
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(evals) + 2), 3.8))
     xs = list(range(len(evals)))
@@ -181,7 +187,7 @@ def summary_table(root: Path, evals) -> tuple[str, list[dict]]:
             if stage != ref_stage and (root / ref_stage / t / "graded.jsonl").is_file():
                 c = paired(correctness(root, ref_stage, t), correctness(root, stage, t))
                 comps.append({"stage": stage, "test": t, **c})
-                cells += [f"{100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]",
+                cells += [change(c),
                           f"{c['gained']}/{c['lost']}", f"{c['mcnemar_p']:.3g}"]
             else:
                 cells += ["(reference)" if stage == ref_stage else "", "", ""]
@@ -217,9 +223,8 @@ def stage_gains(root: Path, evals) -> str:
         for t in sorted(st["results"]):
             if (root / start / t / "graded.jsonl").is_file() and (root / stage / t / "graded.jsonl").is_file():
                 c = paired(correctness(root, start, t), correctness(root, stage, t))
-                lines.append(f"| {label(stage)} | {label(start)} | {t} | {c['n']} | {100 * c['diff']:+.1f} "
-                             f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] | {c['gained']}/{c['lost']} "
-                             f"| {c['mcnemar_p']:.3g} |")
+                lines.append(f"| {label(stage)} | {label(start)} | {t} | {c['n']} | {change(c)} | "
+                             f"{c['gained']}/{c['lost']} | {c['mcnemar_p']:.3g} |")
     if not lines:
         return ""
     return ("Stage by stage: each evaluated model against the evaluated model it was trained from, same "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .grading.metrics import ci95
 from .records import read_json, write_json
-from .report import correctness, paired
+from .report import change, correctness, paired
 
 WARM = ("warm-up", "iter_0/eval_warmup_sft")
 # sampling stages of each recipe (solutions drawn from a model, per question)
@@ -85,8 +85,8 @@ def arms_table(root: str | Path) -> tuple[str, list[dict]]:
             if (a, t) in scores and (b, t) in scores:
                 c = paired(scores[(a, t)], scores[(b, t)])
                 comps.append({"a": a, "b": b, "test": t, **c})
-                diff_lines.append(f"| {b} - {a} | {t} | {c['n']} | {100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, "
-                                  f"{100 * c['ci95'][1]:+.1f}] | {c['gained']}/{c['lost']} | {c['mcnemar_p']:.3g} |")
+                diff_lines.append(f"| {b} - {a} | {t} | {c['n']} | {change(c)} | {c['gained']}/{c['lost']} "
+                                  f"| {c['mcnemar_p']:.3g} |")
     text = ("## Arms\n\nEvery arm starts from the same warm-up model and is evaluated on the same questions. "
             "Equal budget: `st` samples sample.n + rft.n solutions per question per iteration, as many as "
             "DPO-ST's two sampling stages together (column `samples/question/iteration`, measured from the "
@@ -141,8 +141,7 @@ def _pooled(both: list[tuple[dict, dict]]) -> str:
         return ""
     ids = set.intersection(*(set(a) & set(b) for a, b in both))
     mean = [{q: sum(x[q] for x in xs) / len(xs) for q in ids} for xs in zip(*both)]
-    c = paired(mean[0], mean[1])
-    return f"{100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]"
+    return change(paired(mean[0], mean[1]))
 
 
 def seeds_table(roots: list[str | Path]) -> str:
@@ -166,8 +165,7 @@ def seeds_table(roots: list[str | Path]) -> str:
             cells, both = [], []
             for _, (_, _, _, sc) in runs:
                 if (a, t) in sc and (b, t) in sc:
-                    c = paired(sc[(a, t)], sc[(b, t)])
-                    cells.append(f"{100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]")
+                    cells.append(change(paired(sc[(a, t)], sc[(b, t)])))
                     both.append((sc[(a, t)], sc[(b, t)]))
                 else:
                     cells.append("")

@@ -15,9 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .grading.metrics import group
+from .pairs.arithmetic import normalize
 from .records import read_jsonl
-
-PAIRS = (("sample", "sample_dpo"),)
 
 
 def _per_question(rows: list[dict], m: int) -> dict[str, tuple[float, float, float]]:
@@ -26,8 +25,8 @@ def _per_question(rows: list[dict], m: int) -> dict[str, tuple[float, float, flo
     for qid, qrows in group(rows).items():
         first = sorted(qrows, key=lambda r: r.get("sample", 0))[:m]
         right = [r for r in first if r.get("correct")]
-        out[qid] = (len(right) / len(first), float(bool(right)), float(len({" ".join(r["completion"].split())
-                                                                            for r in right})))
+        distinct = {normalize(r["completion"]) for r in right}
+        out[qid] = (len(right) / len(first), float(bool(right)), float(len(distinct)))
     return out
 
 
@@ -54,29 +53,21 @@ def compare(before: list[dict], after: list[dict]) -> dict | None:
 
 def labels_table(root: str | Path, order: list[str]) -> str:
     """Markdown for every iteration folder (in stage order) that holds both sampling stages."""
+    from .report import change
+
     root = Path(root)
     lines = []
-    folders = []
-    for rel in order:
-        folder = rel.rsplit("/", 1)[0]
-        if folder not in folders:
-            folders.append(folder)
-    for folder in folders:
-        for first, second in PAIRS:
-            paths = [root / folder / s / "graded.jsonl" for s in (first, second)]
-            if not all(p.is_file() for p in paths):
-                continue
-            c = compare(read_jsonl(paths[0]), read_jsonl(paths[1]))
-            if c is None:
-                continue
-            acc, pas, dist = c["accuracy"], c["pass@m"], c["distinct_correct"]
-            lines.append(
-                f"| {folder} | {c['questions']} | {c['m']} | {100 * acc['before']:.1f}% -> {100 * acc['after']:.1f}% "
-                f"({100 * acc['diff']:+.1f} [{100 * acc['ci95'][0]:+.1f}, {100 * acc['ci95'][1]:+.1f}]) | "
-                f"{100 * pas['before']:.1f}% -> {100 * pas['after']:.1f}% ({100 * pas['diff']:+.1f} "
-                f"[{100 * pas['ci95'][0]:+.1f}, {100 * pas['ci95'][1]:+.1f}], p {pas['mcnemar_p']:.3g}) | "
-                f"{dist['before']:.2f} -> {dist['after']:.2f} ({dist['diff']:+.2f} "
-                f"[{dist['ci95'][0]:+.2f}, {dist['ci95'][1]:+.2f}]) |")
+    for folder in dict.fromkeys(rel.rsplit("/", 1)[0] for rel in order):
+        paths = [root / folder / stage / "graded.jsonl" for stage in ("sample", "sample_dpo")]
+        c = compare(read_jsonl(paths[0]), read_jsonl(paths[1])) if all(p.is_file() for p in paths) else None
+        if c is None:
+            continue
+        acc, pas, dist = c["accuracy"], c["pass@m"], c["distinct_correct"]
+        lines.append(f"| {folder} | {c['questions']} | {c['m']} "
+                     f"| {100 * acc['before']:.1f}% -> {100 * acc['after']:.1f}% ({change(acc)}) "
+                     f"| {100 * pas['before']:.1f}% -> {100 * pas['after']:.1f}% "
+                     f"({change(pas)}, p {pas['mcnemar_p']:.3g}) "
+                     f"| {dist['before']:.2f} -> {dist['after']:.2f} ({change(dist, scale=1, digits=2)}) |")
     if not lines:
         return ""
     return ("Pseudo-labels (DPO-ST's mechanism): the DPO model's samples against the samples of the model\n"

@@ -13,6 +13,13 @@ import os
 import sys
 
 
+def agreement(a, b) -> tuple[int, float]:
+    """(questions whose first completions are equal, mean share of b's text that a's begins with)."""
+    same = sum(x[0].text == y[0].text for x, y in zip(a, b))
+    share = sum(len(os.path.commonprefix([x[0].text, y[0].text])) / max(1, len(y[0].text)) for x, y in zip(a, b))
+    return same, share / len(b)
+
+
 def main(path: str, data_dir: str, dtype: str, n: int = 32, max_new_tokens: int = 96) -> dict:
     from mathpo import data, models, prompts
     from mathpo.sampling import SamplingParams
@@ -25,9 +32,8 @@ def main(path: str, data_dir: str, dtype: str, n: int = 32, max_new_tokens: int 
     a = vllm_backend.VLLMBackend(path, dtype=dtype).generate(texts, params)
     b = HFBackend(loaded.model, loaded.tokenizer, sample_dtype=dtype).generate(texts, params)
     vllm_backend.release()
-    same = sum(x[0].text == y[0].text for x, y in zip(a, b))
-    share = sum(len(os.path.commonprefix([x[0].text, y[0].text])) / max(1, len(y[0].text)) for x, y in zip(a, b))
-    return {"same": same, "n": n, "share": round(share / n, 3), "dtype": dtype}
+    same, share = agreement(a, b)
+    return {"same": same, "n": n, "share": round(share, 3), "dtype": dtype}
 
 
 if __name__ == "__main__":
