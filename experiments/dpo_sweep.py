@@ -15,6 +15,15 @@ reward margin and the implicit rewards beta * (log pi - log pi_ref) of chosen an
 negative chosen reward is DPO's known failure: the chosen solutions grow less likely), accuracy and the paired change
 against the warm-up model (95% interval, gained/lost, exact McNemar p). Resumable: a variant whose
 folder is complete is read back, not rerun. OUT/sweep.md holds the table, OUT/sweep.json the figures.
+
+    python experiments/dpo_sweep.py runs/ablation --step full/iter_2 --tests synth,multiarith
+
+`--step ARM/iter_I` sweeps Step-DPO instead (item 5): every variant starts from the model that
+iteration's Step-DPO stage trained from (RUN/ARM/iter_I/sft/model), on that stage's own step pairs
+(RUN/ARM/iter_I/step_pairs/step.jsonl), with the run's own step settings as the base, and is paired
+against the loop's evaluation of its start model (RUN/ARM/iter_I/eval_sft). Its `sft` variant is
+the NLL control: SFT from the question and the steps before the first wrong one to the chosen step
+and the rest of the rollout that reached the gold answer (`full_chosen`). OUT: RUN-step-sweep-ARM-iter_I.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +60,18 @@ VARIANTS = {
     "k3-beta0.5": (3, "dpo", {"beta": 0.5}),
     "k3-ep2": (3, "dpo", {"num_train_epochs": 2}),
 }
+# Step-DPO: name -> (k (0: the stage's own pairs), method, TRL overrides on top of the run's step overrides)
+STEP_VARIANTS = {
+    "start": (0, "none", {}),                               # no training: the eval path against the loop's
+    "w1": (0, "dpo", {}),                                   # the loop's own stage ([sigmoid, sft] 1:1)
+    "w0.2": (0, "dpo", {"loss_weights": [0.2, 1.0]}),
+    "w0.05": (0, "dpo", {"loss_weights": [0.05, 1.0]}),
+    "sigmoid": (0, "dpo", {"loss_type": ["sigmoid"]}),      # without the NLL term
+    "w0.2-lr3e-6": (0, "dpo", {"loss_weights": [0.2, 1.0], "learning_rate": 3.0e-6}),
+    "w0.2-beta0.4": (0, "dpo", {"loss_weights": [0.2, 1.0], "beta": 0.4}),  # Step-DPO's own beta
+    "w0.2-ep3": (0, "dpo", {"loss_weights": [0.2, 1.0], "num_train_epochs": 3}),
+    "sft": (0, "sft", {}),                                  # the NLL term alone (see the docstring)
+}
 SFT_KEYS = {"learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_checkpointing", "optim",
             "save_steps"}
 
@@ -76,61 +98,97 @@ def trends(metrics: Path) -> dict:
                                   for k in pick}}
 
 
-def run_variant(run: Path, out: Path, name: str, cfg: dict, tests: list[str]) -> dict:
-    k, method, over = VARIANTS[name]
+@dataclass
+class Sweep:
+    """What the variants share: the model they train from, the loop's eval of it, the base settings."""
+    run: Path
+    start: Path
+    reference: Path  # REFERENCE/TEST/graded.jsonl: the loop's greedy eval of `start`
+    variants: dict
+    base: dict
+    step_pairs: Path | None = None  # Step-DPO: the stage's own pairs (else made from the DPO stage's samples)
+
+
+def dpo_sweep(run: Path) -> Sweep:
+    return Sweep(run, run / "iter_0/warmup_sft/model", run / "iter_0/eval_warmup_sft", VARIANTS, BASE)
+
+
+def step_sweep(run: Path, where: str, cfg: dict) -> Sweep:
+    it = run / where
+    return Sweep(run, it / "sft/model", it / "eval_sft", STEP_VARIANTS, dict(cfg["step"]["overrides"]),
+                 step_pairs=it / "step_pairs/step.jsonl")
+
+
+def chosen_rows(sw: Sweep, pairs: Path, template: str) -> list[dict]:
+    """SFT rows with DPO's NLL target: each distinct chosen solution once (the DPO rows repeat one up
+    to k times), or for step pairs the prompt with its correct steps -> the chosen step and the rest of
+    the rollout from it that reached the gold answer (a lone step would teach the model to stop)."""
+    if sw.step_pairs is not None:
+        from mathpo import models
+        from mathpo.pairs.formats import step_prompt
+
+        tok = models.load_tokenizer(str(sw.start))
+        rows = [{"prompt": step_prompt(tok, r, template), "completion": r["full_chosen"], "id": r.get("id")}
+                for r in read_jsonl(pairs)]
+    else:
+        rows = [{"prompt": r["prompt"], "completion": r["chosen"], "id": r.get("id")} for r in read_jsonl(pairs)]
+    seen, uniq = set(), []
+    for r in rows:
+        if (r["prompt"], r["completion"]) not in seen:
+            seen.add((r["prompt"], r["completion"]))
+            uniq.append(r)
+    return uniq
+
+
+def run_variant(sw: Sweep, out: Path, name: str, cfg: dict, tests: list[str]) -> dict:
+    k, method, over = sw.variants[name]
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     if method == "none":
-        return evaluate(run, folder, run / "iter_0/warmup_sft/model", cfg, tests,
+        return evaluate(sw, folder, sw.start, cfg, tests,
                         {"variant": name, "k": 0, "method": method, "trl": {}, "pairs": 0, "steps": 0, "trends": {}})
-    pairs = out / f"pairs-k{k}.jsonl"
+    pairs = sw.step_pairs or out / f"pairs-k{k}.jsonl"
     if not pairs.is_file():
-        mathpo("pairs", "--kind", "dpo", "--input", str(run / "iter_1/sample/graded.jsonl"), "--output", str(pairs),
-               "--k", str(k), "--template", cfg["template"])
+        mathpo("pairs", "--kind", "dpo", "--input", str(sw.run / "iter_1/sample/graded.jsonl"), "--output",
+               str(pairs), "--k", str(k), "--template", cfg["template"])
     data = pairs
-    trl = {**BASE, **over}
+    trl = {**sw.base, **over}
     if method == "sft":
         data = folder / "chosen.jsonl"
         if not data.is_file():
-            rows = [{"prompt": r["prompt"], "completion": r["chosen"], "id": r.get("id")} for r in read_jsonl(pairs)]
-            seen, uniq = set(), []
-            for r in rows:  # one row per distinct chosen solution, as the DPO rows repeat it up to k times
-                if (r["prompt"], r["completion"]) not in seen:
-                    seen.add((r["prompt"], r["completion"]))
-                    uniq.append(r)
-            atomic_write_text(data, "".join(json.dumps(r) + "\n" for r in uniq))
+            atomic_write_text(data, "".join(json.dumps(r) + "\n" for r in chosen_rows(sw, pairs, cfg["template"])))
         trl = {k_: v for k_, v in trl.items() if k_ in SFT_KEYS}
     model = folder / "train/model"
     if not (model / "config.json").is_file():
-        mathpo("train", "--method", method, "--model", str(run / "iter_0/warmup_sft/model"), "--data", str(data),
+        mathpo("train", "--method", method, "--model", str(sw.start), "--data", str(data),
                "--out", str(folder / "train"), "--template", cfg["template"], "--resume", *_kv(trl))
     result = {"variant": name, "k": k, "method": method, "trl": trl, "pairs": sum(1 for _ in read_jsonl(data))}
     state = sorted((folder / "train").glob("checkpoints/checkpoint-*/trainer_state.json"))
     result["steps"] = json.loads(state[-1].read_text())["global_step"] if state else None
     result["trends"] = trends(folder / "train/metrics.jsonl")
-    return evaluate(run, folder, model, cfg, tests, result)
+    return evaluate(sw, folder, model, cfg, tests, result)
 
 
-def evaluate(run: Path, folder: Path, model: Path, cfg: dict, tests: list[str], result: dict) -> dict:
-    """Greedy eval of `model` on each test set, paired against the loop's warm-up evaluation."""
+def evaluate(sw: Sweep, folder: Path, model: Path, cfg: dict, tests: list[str], result: dict) -> dict:
+    """Greedy eval of `model` on each test set, paired against the loop's evaluation of the start model."""
     for test in tests:
         ev = folder / f"eval_{test}"
         if not (ev / "summary.json").is_file():
-            args = ["eval", "--model", str(model), "--dataset", str(run / "data/test" / f"{test}.jsonl"),
+            args = ["eval", "--model", str(model), "--dataset", str(sw.run / "data/test" / f"{test}.jsonl"),
                     "--template", cfg["template"], "--temperature", "0", "--n", "1",
                     "--max-new-tokens", str(cfg["eval"]["max_new_tokens"]), "--batch-size", str(cfg["batch_size"]),
                     "--out", str(ev)]
             mathpo(*args, *(["--calculator"] if cfg.get("calculator") else []))
-        ref = pass_rates(read_jsonl(run / "iter_0/eval_warmup_sft" / test / "graded.jsonl"))
+        ref = pass_rates(read_jsonl(sw.reference / test / "graded.jsonl"))
         new = pass_rates(read_jsonl(ev / "graded.jsonl"))
-        result[test] = {"accuracy": sum(new.values()) / len(new), "vs_warmup": paired(ref, new)}
+        result[test] = {"accuracy": sum(new.values()) / len(new), "vs_start": paired(ref, new)}
     return result
 
 
 def table(results: list[dict], tests: list[str]) -> str:
     head = ("| variant | pairs | steps | chosen logp first -> last | rejected logp first -> last |"
             " chosen / rejected reward, last quarter | margin |"
-            + "".join(f" {t} acc | {t} vs warm-up [95%] | gained/lost | p |" for t in tests))
+            + "".join(f" {t} acc | {t} vs start [95%] | gained/lost | p |" for t in tests))
     lines = [head, "|" + "---|" * (7 + 4 * len(tests))]
     for r in results:
         tr = r["trends"]
@@ -141,7 +199,7 @@ def table(results: list[dict], tests: list[str]) -> str:
                  f"{la.get('rewards/chosen', float('nan')):+.2f} / {la.get('rewards/rejected', float('nan')):+.2f}",
                  f"{la.get('rewards/margins', float('nan')):.2f}"]
         for t in tests:
-            v = r[t]["vs_warmup"]
+            v = r[t]["vs_start"]
             cells += [f"{100 * r[t]['accuracy']:.1f}%",
                       change(v),
                       f"{v['gained']}/{v['lost']}", f"{v['mcnemar_p']:.3g}"]
@@ -152,20 +210,23 @@ def table(results: list[dict], tests: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--step", metavar="ARM/iter_I", help="sweep that Step-DPO stage instead (e.g. full/iter_2)")
+    ap.add_argument("--variants", help="comma-separated (default: every DPO variant, or every Step-DPO one)")
     ap.add_argument("--tests", default="synth", help="test sets of RUN/data/test to evaluate on")
-    ap.add_argument("--out", type=Path, help="default RUN-dpo-sweep")
+    ap.add_argument("--out", type=Path, help="default RUN-dpo-sweep, or RUN-step-sweep-ARM-iter_I")
     a = ap.parse_args()
-    names = a.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}: {', '.join(VARIANTS)}")
     cfg = json.loads((a.run / "config.json").read_text())
-    out = a.out or a.run.with_name(a.run.name + "-dpo-sweep")
+    sw = step_sweep(a.run, a.step, cfg) if a.step else dpo_sweep(a.run)
+    names = a.variants.split(",") if a.variants else list(sw.variants)
+    unknown = [n for n in names if n not in sw.variants]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}: {', '.join(sw.variants)}")
+    suffix = "-step-sweep-" + a.step.strip("/").replace("/", "-") if a.step else "-dpo-sweep"
+    out = a.out or a.run.with_name(a.run.name + suffix)
     tests = a.tests.split(",")
     results = []
     for name in names:
-        results.append(run_variant(a.run, out, name, cfg, tests))
+        results.append(run_variant(sw, out, name, cfg, tests))
         atomic_write_text(out / "sweep.json", json.dumps(results, indent=1))
         atomic_write_text(out / "sweep.md", table(results, tests))
         print(table(results, tests), flush=True)
