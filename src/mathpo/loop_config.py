@@ -124,7 +124,7 @@ class LoopConfig:
     cache_dir: str | None = None
     data_dir: str | None = None
     backend: str = "hf"
-    batch_size: int = 32
+    batch_size: int | None = None  # hf backend: rows decoded together (None: the backend's default)
     chunk: int = 64
     workers: int = 1
     sample_dtype: str = "auto"  # hf backend: dtype to sample in (auto, bf16, fp32)

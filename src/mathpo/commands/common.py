@@ -58,7 +58,7 @@ def sampling_options(opts: Options, n: int = 1, temperature: float = 0.0) -> Non
     opts.add("--kv-gb", type=float, default=None,
              help="hf backend: memory for the KV cache in GiB (default 1.5 on CPU, 60%% of free GPU memory)")
     opts.add("--batch-size", type=int, default=None,
-             help="rows generated together (hf backend; default 64 on CPU, 256 on CUDA, capped by KV memory)")
+             help="rows generated together (hf backend; default 128 on CPU, 256 on CUDA, capped by KV memory)")
 
 
 def load_records(cfg: dict) -> list[dict]:

@@ -37,7 +37,8 @@ def register(sub) -> None:
     opts.add("--device", default="auto", help="step: model device")
     opts.add("--cache-dir", default=None, help="where converted embedded models live")
     opts.add("--backend", default="hf", choices=["hf", "vllm"], help="step: sampling backend")
-    opts.add("--batch-size", type=int, default=32, help="step: sequences generated together (hf backend)")
+    opts.add("--batch-size", type=int, default=None,
+             help="step: sequences generated together (hf backend; default: its own)")
 
 
 def _uniform(rows: list[dict], key: str) -> str | None:
