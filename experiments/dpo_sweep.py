@@ -176,8 +176,9 @@ def evaluate(sw: Sweep, folder: Path, model: Path, cfg: dict, tests: list[str], 
         if not (ev / "summary.json").is_file():
             args = ["eval", "--model", str(model), "--dataset", str(sw.run / "data/test" / f"{test}.jsonl"),
                     "--template", cfg["template"], "--temperature", "0", "--n", "1",
-                    "--max-new-tokens", str(cfg["eval"]["max_new_tokens"]), "--batch-size", str(cfg["batch_size"]),
-                    "--out", str(ev)]
+                    "--max-new-tokens", str(cfg["eval"]["max_new_tokens"]), "--out", str(ev)]
+            if cfg.get("batch_size"):  # the loop's own rows together (bf16 rounds per batch shape)
+                args += ["--batch-size", str(cfg["batch_size"])]
             mathpo(*args, *(["--calculator"] if cfg.get("calculator") else []))
         ref = pass_rates(read_jsonl(sw.reference / test / "graded.jsonl"))
         new = pass_rates(read_jsonl(ev / "graded.jsonl"))
