@@ -131,3 +131,31 @@ def test_other_disk_full_errors_exit_2_with_one_line(monkeypatch, capsys):
     monkeypatch.setattr(grade, "run", save_fails)
     assert main(["grade", "in.jsonl", "--output", "out.jsonl"]) == 2
     assert "disk full writing runs/x/checkpoints" in error_line(capsys)
+
+
+def test_a_checkpoint_cut_short_by_a_full_disk_exits_2_with_one_line(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """torch.save's zip writer reports the short write as RuntimeError; with the disk nearly full it is
+    the one-line disk-full error, and with space left the same error is not disguised as one."""
+    import shutil
+    from collections import namedtuple
+
+    import trl
+
+    rows = tmp_path / "rows.jsonl"
+    write_jsonl(rows, [{"prompt": "Question: 1 + 1?\nAnswer:", "completion": " 2\n#### 2"}] * 4)
+    args = ["train", "--method", "sft", "--model", str(tiny_model_dir), "--data", str(rows),
+            "--out", str(tmp_path / "t"), "max_steps=1"]
+
+    def torn_save(self, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 693743040 vs 693742932")
+
+    monkeypatch.setattr(trl.SFTTrainer, "train", torn_save)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100, 100, 220 << 10))
+    capsys.readouterr()
+    assert main(args) == 2
+    err = error_line(capsys)
+    assert "disk full" in err and str(tmp_path / "t") in err
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100, 0, 50 << 30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        main(args + ["--resume"])

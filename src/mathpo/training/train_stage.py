@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -240,6 +241,25 @@ def build_trainer(method: str, model_path: str, tokenizer, rows: list[dict], val
     return DPOTrainer(data_collator=collator, **common)
 
 
+# torch.save reports a short write (the disk filling mid-checkpoint) as a RuntimeError from its zip
+# writer, not as OSError; seen here: "[enforce fail at inline_container.cc:672] . unexpected pos 693743040
+# vs 693742932" while saving optimizer.pt on a full disk
+_TORCH_SHORT_WRITE = re.compile(r"PytorchStreamWriter failed writing|unexpected pos \d+ vs \d+")
+_NEARLY_FULL = 1 << 30  # bytes free: less than one checkpoint of even a 135M model
+
+
+@contextlib.contextmanager
+def full_disk_as_oserror(folder: Path):
+    """Inside: torch's short-write RuntimeError on a nearly full disk becomes the ENOSPC OSError that the
+    CLI prints as one line (exit 2). The checkpoint it cut short is removed on resume (`_complete`)."""
+    try:
+        yield
+    except RuntimeError as e:
+        if _TORCH_SHORT_WRITE.search(str(e)) and shutil.disk_usage(folder).free < _NEARLY_FULL:
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder)) from e
+        raise
+
+
 def _checkpoints(folder: Path) -> list[Path]:
     return sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []
 
@@ -336,8 +356,9 @@ def train(method: str, model: str, data: str | list[dict], out_dir: str, *, lora
         if resume:
             found = [p for p in _checkpoints(out / "checkpoints") if _complete(p)]
             checkpoint = str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
-        trainer.train(resume_from_checkpoint=checkpoint)
-        path = save_final(trainer, out, model_path, lora, merge=merge_lora is not False)
+        with full_disk_as_oserror(out):
+            trainer.train(resume_from_checkpoint=checkpoint)
+            path = save_final(trainer, out, model_path, lora, merge=merge_lora is not False)
     if trainer.accelerator.is_main_process:
         print(f"train: wrote {path} (metrics: {out / 'metrics.jsonl'}, plot: {out / 'metrics.png'})")
     return str(path)
