@@ -15,11 +15,14 @@ full fine-tuning. Variants, each in its own process so peak memory (ru_maxrss) i
 - mathpo / mathpo-sft: `mathpo.training.train` with mathpo's defaults (bf16 autocast where the CPU
   has it, TRL's AdamW, reference log-probs precomputed and no reference model,
   gradient checkpointing on, TRL's fused LM head with CPU tiles scoring completion positions only,
-  length-grouped batches, padding-free SFT), same lr as TRL;
+  length-grouped batches, padding-free SFT; TCMalloc where the system has it, as `mathpo train`
+  runs, see `mathpo.allocator`), same lr as TRL;
 - suffixes: `-lora` (LoRA, its own default lr, the frozen base in bf16), `-nockpt` (gradient
   checkpointing off), `-fp32` (no bf16 autocast), `-adafactor` (Adafactor instead of AdamW: less memory),
   `-adamw8bit` (AdamW with 8-bit states, torchao's `adamw_torch_8bit`; needs `pip install 'mathpo[lowmem]'`),
-  `-padded` (SFT with padding instead of padding-free), `-threads1` (one thread).
+  `-padded` (SFT with padding instead of padding-free), `-threads1` (one thread), `-glibc` (mathpo
+  on the system's malloc); `trl-tcmalloc` (TRL's defaults under TCMalloc, for how much of mathpo's
+  gain is the allocator). The ratios are always against `trl` as a user runs it (the system's malloc).
 Seconds per step = Trainer's train_runtime / steps (mathpo's reference pass is in setup_s, so the
 end-to-end ratio, set-up plus steps, is printed too).
 Prints a table, the ratios against trl (trl-sft for SFT variants), and last one JSON line with every
@@ -42,6 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+from mathpo import allocator  # noqa: E402 (after the path is set)
 
 
 def _gsm8k(tokenizer, lo: int, hi: int):
@@ -74,14 +78,17 @@ def make_sft_rows(n: int, tokenizer, lo: int = 100, hi: int = 350) -> list[dict]
     return out
 
 
-SUFFIXES = ("-sft", "-lora", "-nockpt", "-fp32", "-adafactor", "-adamw8bit", "-padded", "-threads1")
+SUFFIXES = ("-sft", "-lora", "-nockpt", "-fp32", "-adafactor", "-adamw8bit", "-padded", "-threads1", "-glibc",
+            "-tcmalloc")
 
 
 def parse_variant(variant: str) -> tuple[str, set[str]]:
     base, _, rest = variant.partition("-")
     flags = {"-" + f for f in rest.split("-") if f}
-    if base not in ("trl", "mathpo") or not flags <= set(SUFFIXES) or (base == "trl" and flags - {"-sft"}):
-        raise SystemExit(f"unknown variant {variant}: trl[-sft] or mathpo with {', '.join(SUFFIXES)}")
+    allowed = {"-sft", "-tcmalloc"} if base == "trl" else set(SUFFIXES[:-1])
+    if base not in ("trl", "mathpo") or not flags <= allowed:
+        raise SystemExit(f"unknown variant {variant}: trl[-sft][-tcmalloc] or mathpo with "
+                         f"{', '.join(SUFFIXES[:-1])}")
     return base, flags
 
 
@@ -130,7 +137,7 @@ def run_variant(variant: str, rows_path: str, steps: int, batch: int, out: str) 
         setup = time.perf_counter() - t0 - runtime  # model load + tokenizing + reference log-probs + save
     curve = "rewards/margins" if method == "dpo" else "loss"
     return {"variant": variant, "method": method, "s_per_step": runtime / steps, "setup_s": setup,
-            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "allocator": allocator.active(),
             "final_loss": logs[-1]["loss"], "final_margin": logs[-1].get("rewards/margins"),
             "curve": [round(h[curve], 4) for h in logs], "curve_of": curve}
 
@@ -166,14 +173,23 @@ def main() -> None:
         sft = "-sft" in parse_variant(v)[1]
         cmd = [sys.executable, __file__, "--child", v, "--rows-file", str(files["sft" if sft else "dpo"]),
                "--out", str(work / v), "--steps", str(a.steps), "--batch", str(a.sft_batch if sft else a.batch)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        env = {**os.environ, "TQDM_DISABLE": "1"}
+        flags = parse_variant(v)[1]
+        if (v.startswith("mathpo") and "-glibc" not in flags) or "-tcmalloc" in flags:
+            env = allocator.preload_env(env) or env  # what `mathpo train` runs on (mathpo.allocator)
+        else:
+            env["MATHPO_MALLOC"] = "system"
+            env["LD_PRELOAD"] = " ".join(p for p in env.get("LD_PRELOAD", "").split() if "tcmalloc" not in p)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
         if line is None:
             sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
             raise SystemExit(f"variant {v} failed (rc {proc.returncode})")
         results[v] = r = json.loads(line[7:])
         margin = f"margin {r['final_margin']:+.4f}  " if r["final_margin"] is not None else ""
-        print(f"{v:18s} {r['s_per_step']:7.2f} s/step  peak {r['peak_gb']:5.2f} GB  setup {r['setup_s']:6.1f} s  "
+        lib = r["allocator"].rsplit("/", 1)[-1]
+        print(f"{v:18s} {lib:26s} {r['s_per_step']:7.2f} s/step  peak {r['peak_gb']:5.2f} GB  "
+              f"setup {r['setup_s']:6.1f} s  "
               f"final loss {r['final_loss']:.4f}  {margin}{r['curve_of']} {r['curve']}", flush=True)
     summary = {"pairs": a.pairs, "steps": a.steps, "batch": a.batch, "sft_batch": a.sft_batch,
                "load_avg_1m": round(os.getloadavg()[0], 2), "results": results}

@@ -59,5 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The `mathpo` executable (and `python -m mathpo.cli`): a command that trains first re-executes
+    itself under TCMalloc where the system has it (`mathpo.allocator`); then `main`."""
+    argv = sys.argv[1:]
+    from . import allocator
+
+    if next((a for a in argv if a in COMMANDS), None) in allocator.COMMANDS:
+        allocator.reexec(argv)
+    sys.exit(main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
