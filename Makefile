@@ -16,13 +16,14 @@ UV_INSTALL = $(UV) pip install -q --python $(PY) $(if $(wildcard $(WHEELS)),--fi
 
 setup: $(VENV)/.installed tcmalloc
 
-# TCMalloc, which `mathpo train` and `mathpo loop` preload where it is installed (mathpo/allocator.py:
-# on the DPO benchmark 2.9 GB peak instead of 3.9 GB, and faster steps). Debian's package, as for
-# chromium below; without root it is skipped with a warning and mathpo runs on the system's malloc.
+# TCMalloc, which mathpo's sampling and training commands preload where it is installed
+# (mathpo/allocator.py: on the DPO benchmark 2.9 GB peak instead of 3.9 GB, and faster steps).
+# Debian's package, as for chromium below; without root it is skipped with a warning and mathpo
+# runs on the system's malloc.
 tcmalloc:
 	@{ ls /usr/lib/*/libtcmalloc_minimal.so.4 || ls /usr/lib64/libtcmalloc_minimal.so.4; } >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtcmalloc-minimal4 >/dev/null; } || \
-		echo "warning: could not install Debian's libtcmalloc-minimal4 (needs root); training runs on the system's malloc"
+		echo "warning: could not install Debian's libtcmalloc-minimal4 (needs root); mathpo runs on the system's malloc"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

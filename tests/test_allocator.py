@@ -1,5 +1,5 @@
-"""mathpo.allocator: the training commands re-execute under TCMalloc where the system has it, once,
-and only they; MATHPO_MALLOC=system keeps the system's allocator; train_config.yaml says which ran."""
+"""mathpo.allocator: the commands that sample or train re-execute under TCMalloc where the system has
+it, once, and only they; MATHPO_MALLOC=system keeps the system's allocator; train_config.yaml says which ran."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_preload_env_adds_the_library_once_and_keeps_other_preloads(tmp_path):
     assert allocator.preload_env({"MATHPO_MALLOC": str(tmp_path / "missing.so")}) is None
 
 
-def test_only_training_commands_reexecute(monkeypatch, tmp_path):
+def test_only_sampling_and_training_commands_reexecute(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(allocator, "reexec", calls.append)
     monkeypatch.setattr(sys, "argv", ["mathpo", "data", "synth", "--split", "train", "--n", "1", "--out", str(tmp_path / "s.jsonl")])
@@ -33,6 +33,10 @@ def test_only_training_commands_reexecute(monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         cli.entry()
     assert calls == []  # `train` here is a value, not the command
+    monkeypatch.setattr(sys, "argv", ["mathpo", "serve", "--help"])
+    with pytest.raises(SystemExit):
+        cli.entry()
+    assert calls == []
     monkeypatch.setattr(sys, "argv", ["mathpo", "--log-level", "info", "loop", "--help"])
     with pytest.raises(SystemExit):
         cli.entry()

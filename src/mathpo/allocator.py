@@ -1,9 +1,11 @@
-"""TCMalloc for the commands that train (`mathpo train`, `mathpo loop`), where the system has it.
+"""TCMalloc for the commands that sample or train (`sample`, `pairs`, `train`, `eval`, `loop`), where
+the system has it.
 
 Why: glibc's malloc keeps what a training step frees in fragmented heaps. On SmolLM2-135M full DPO
 (bench/training.py) mathpo's process held 1.3 GB more than its live tensors before the first step,
 and peaked at 3.9 GB with 2.8 GB live. Under TCMalloc the same run peaks at 3.0 GB and runs faster
-per step. Returning memory from glibc instead (a low mmap threshold) halved the speed, as every
+per step; the hf backend samples ~13% faster (bench/sampling.py) and `make demo` took 10.8 min
+instead of 14.9. Returning memory from glibc instead (a low mmap threshold) halved the speed, as every
 large tensor then comes in fresh, zeroed pages. PyTorch's CPU performance guide and vLLM's CPU
 docs recommend TCMalloc for the same reason.
 
@@ -19,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("train", "loop")  # the commands that train (sampling alone was not measured under it)
+COMMANDS = ("sample", "pairs", "train", "eval", "loop")  # measured faster under it; `serve` was not measured
 NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")  # Debian/Ubuntu: libtcmalloc-minimal4
 DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 DONE = "MATHPO_MALLOC_SET"  # set on re-exec, so a command re-executes at most once

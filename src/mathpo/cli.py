@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `mathpo` executable (and `python -m mathpo.cli`): a command that trains first re-executes
-    itself under TCMalloc where the system has it (`mathpo.allocator`); then `main`."""
+    """The `mathpo` executable (and `python -m mathpo.cli`): a command that samples or trains first
+    re-executes itself under TCMalloc where the system has it (`mathpo.allocator`); then `main`."""
     argv = sys.argv[1:]
     from . import allocator
 
