@@ -27,7 +27,8 @@ def test_preload_env_adds_the_library_once_and_keeps_other_preloads(tmp_path):
 def test_only_sampling_and_training_commands_reexecute(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(allocator, "reexec", calls.append)
-    monkeypatch.setattr(sys, "argv", ["mathpo", "data", "synth", "--split", "train", "--n", "1", "--out", str(tmp_path / "s.jsonl")])
+    out = str(tmp_path / "s.jsonl")
+    monkeypatch.setattr(sys, "argv", ["mathpo", "data", "synth", "--split", "train", "--n", "1", "--out", out])
     from mathpo import cli
 
     with pytest.raises(SystemExit):
