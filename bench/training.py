@@ -78,17 +78,16 @@ def make_sft_rows(n: int, tokenizer, lo: int = 100, hi: int = 350) -> list[dict]
     return out
 
 
-SUFFIXES = ("-sft", "-lora", "-nockpt", "-fp32", "-adafactor", "-adamw8bit", "-padded", "-threads1", "-glibc",
-            "-tcmalloc")
+SUFFIXES = ("-sft", "-lora", "-nockpt", "-fp32", "-adafactor", "-adamw8bit", "-padded", "-threads1", "-glibc")
+TRL_SUFFIXES = ("-sft", "-tcmalloc")
 
 
 def parse_variant(variant: str) -> tuple[str, set[str]]:
     base, _, rest = variant.partition("-")
     flags = {"-" + f for f in rest.split("-") if f}
-    allowed = {"-sft", "-tcmalloc"} if base == "trl" else set(SUFFIXES[:-1])
+    allowed = set(TRL_SUFFIXES if base == "trl" else SUFFIXES)
     if base not in ("trl", "mathpo") or not flags <= allowed:
-        raise SystemExit(f"unknown variant {variant}: trl[-sft][-tcmalloc] or mathpo with "
-                         f"{', '.join(SUFFIXES[:-1])}")
+        raise SystemExit(f"unknown variant {variant}: trl[-sft][-tcmalloc] or mathpo with {', '.join(SUFFIXES)}")
     return base, flags
 
 
@@ -170,11 +169,11 @@ def main() -> None:
     write_jsonl(files["sft"], make_sft_rows(a.pairs, tok))
     results = {}
     for v in variants:
-        sft = "-sft" in parse_variant(v)[1]
+        flags = parse_variant(v)[1]
+        sft = "-sft" in flags
         cmd = [sys.executable, __file__, "--child", v, "--rows-file", str(files["sft" if sft else "dpo"]),
                "--out", str(work / v), "--steps", str(a.steps), "--batch", str(a.sft_batch if sft else a.batch)]
         env = {**os.environ, "TQDM_DISABLE": "1"}
-        flags = parse_variant(v)[1]
         if (v.startswith("mathpo") and "-glibc" not in flags) or "-tcmalloc" in flags:
             env = allocator.preload_env(env) or env  # what `mathpo train` runs on (mathpo.allocator)
         else:

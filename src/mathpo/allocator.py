@@ -42,7 +42,7 @@ def preload_env(env: dict[str, str] | None = None) -> dict[str, str] | None:
     env = dict(os.environ if env is None else env)
     lib = library(env.get("MATHPO_MALLOC"))
     preloaded = env.get("LD_PRELOAD", "").replace(":", " ").split()
-    if lib is None or any("tcmalloc" in Path(p).name for p in preloaded):
+    if lib is None or any("malloc" in Path(p).name for p in preloaded):  # an allocator already chosen
         return None
     env["LD_PRELOAD"] = " ".join([lib, *preloaded])
     # gperftools prints a line per allocation over 1 GB (a large KV cache or logits): not an error
@@ -67,10 +67,11 @@ def reexec(argv: list[str]) -> None:
 
 
 def active() -> str:
-    """The allocator this process runs on: the TCMalloc library mapped into it, else `system`."""
+    """The allocator this process runs on: the malloc library mapped into it (TCMalloc, or another one
+    MATHPO_MALLOC named: jemalloc, mimalloc), else `system`."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return "system"
-    return next((line.split()[-1] for line in maps.splitlines() if "tcmalloc" in line.rsplit("/", 1)[-1]),
+    return next((line.split()[-1] for line in maps.splitlines() if "malloc" in line.rsplit("/", 1)[-1]),
                 "system")
