@@ -163,33 +163,35 @@ def main() -> None:
     for v in variants:
         parse_variant(v)
     tok = models.load_tokenizer("smollm2-135m-instruct")
-    work = Path(tempfile.mkdtemp(prefix="mathpo-bench-train-"))
-    files = {"dpo": work / "pairs.jsonl", "sft": work / "sft.jsonl"}
-    write_jsonl(files["dpo"], make_pairs(a.pairs, tok))
-    write_jsonl(files["sft"], make_sft_rows(a.pairs, tok))
-    results = {}
-    for v in variants:
-        flags = parse_variant(v)[1]
-        sft = "-sft" in flags
-        cmd = [sys.executable, __file__, "--child", v, "--rows-file", str(files["sft" if sft else "dpo"]),
-               "--out", str(work / v), "--steps", str(a.steps), "--batch", str(a.sft_batch if sft else a.batch)]
-        env = {**os.environ, "TQDM_DISABLE": "1"}
-        if (v.startswith("mathpo") and "-glibc" not in flags) or "-tcmalloc" in flags:
-            env = allocator.preload_env(env) or env  # what `mathpo train` runs on (mathpo.allocator)
-        else:
-            env["MATHPO_MALLOC"] = "system"
-            env["LD_PRELOAD"] = " ".join(p for p in env.get("LD_PRELOAD", "").split() if "tcmalloc" not in p)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
-        if line is None:
-            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-            raise SystemExit(f"variant {v} failed (rc {proc.returncode})")
-        results[v] = r = json.loads(line[7:])
-        margin = f"margin {r['final_margin']:+.4f}  " if r["final_margin"] is not None else ""
-        lib = r["allocator"].rsplit("/", 1)[-1]
-        print(f"{v:18s} {lib:26s} {r['s_per_step']:7.2f} s/step  peak {r['peak_gb']:5.2f} GB  "
-              f"setup {r['setup_s']:6.1f} s  "
-              f"final loss {r['final_loss']:.4f}  {margin}{r['curve_of']} {r['curve']}", flush=True)
+    # removed at the end: each variant leaves a model and checkpoints (~1 GB) in it
+    with tempfile.TemporaryDirectory(prefix="mathpo-bench-train-") as tmp:
+        work = Path(tmp)
+        files = {"dpo": work / "pairs.jsonl", "sft": work / "sft.jsonl"}
+        write_jsonl(files["dpo"], make_pairs(a.pairs, tok))
+        write_jsonl(files["sft"], make_sft_rows(a.pairs, tok))
+        results = {}
+        for v in variants:
+            flags = parse_variant(v)[1]
+            sft = "-sft" in flags
+            cmd = [sys.executable, __file__, "--child", v, "--rows-file", str(files["sft" if sft else "dpo"]),
+                   "--out", str(work / v), "--steps", str(a.steps), "--batch", str(a.sft_batch if sft else a.batch)]
+            env = {**os.environ, "TQDM_DISABLE": "1"}
+            if (v.startswith("mathpo") and "-glibc" not in flags) or "-tcmalloc" in flags:
+                env = allocator.preload_env(env) or env  # what `mathpo train` runs on (mathpo.allocator)
+            else:
+                env["MATHPO_MALLOC"] = "system"
+                env["LD_PRELOAD"] = " ".join(p for p in env.get("LD_PRELOAD", "").split() if "tcmalloc" not in p)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
+            if line is None:
+                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+                raise SystemExit(f"variant {v} failed (rc {proc.returncode})")
+            results[v] = r = json.loads(line[7:])
+            margin = f"margin {r['final_margin']:+.4f}  " if r["final_margin"] is not None else ""
+            lib = r["allocator"].rsplit("/", 1)[-1]
+            print(f"{v:18s} {lib:26s} {r['s_per_step']:7.2f} s/step  peak {r['peak_gb']:5.2f} GB  "
+                  f"setup {r['setup_s']:6.1f} s  "
+                  f"final loss {r['final_loss']:.4f}  {margin}{r['curve_of']} {r['curve']}", flush=True)
     summary = {"pairs": a.pairs, "steps": a.steps, "batch": a.batch, "sft_batch": a.sft_batch,
                "load_avg_1m": round(os.getloadavg()[0], 2), "results": results}
     for v, r in results.items():
