@@ -1,0 +1,55 @@
+"""The hf backend's packed linear weights (mathpo/sampling/packed.py): bit-identical logits and
+samples, only on the backend's own bf16 copy, and nothing switched when it may not be."""
+
+import copy
+
+import pytest
+import torch
+
+from mathpo.sampling import SamplingParams
+from mathpo.sampling.hf import HFBackend
+from mathpo.sampling.packed import pack
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+
+PROMPTS = ["Hello there", "What is 2+3?", "Step 1: Tom has 3 apples and buys 4 more."]
+
+
+def linears(model):
+    return [m for m in model.modules() if type(m) is torch.nn.Linear]
+
+
+def patched(model) -> int:
+    return sum("forward" in vars(m) for m in linears(model))
+
+
+def test_packed_logits_equal_plain(tokenizer, tiny_model):
+    plain = tiny_model.to(torch.bfloat16).eval()
+    packed = copy.deepcopy(plain)
+    assert pack(packed) == len(linears(packed)) == patched(packed) > 0
+    ids = tokenizer(PROMPTS[2], return_tensors="pt").input_ids
+    with torch.inference_mode():
+        for rows in (ids, ids.repeat(5, 1)):  # one row, and a batch: the packing holds for any shape
+            assert torch.equal(packed(rows).logits, plain(rows).logits)
+
+
+def test_backend_packs_its_own_copy_and_samples_the_same(tokenizer, tiny_model):
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=3)
+    on = HFBackend(tiny_model, tokenizer, sample_dtype="bf16")
+    off = HFBackend(tiny_model, tokenizer, sample_dtype="bf16", pack_weights=False)
+    assert on.packed == len(linears(tiny_model)) and off.packed == 0
+    assert patched(tiny_model) == 0 and tiny_model.dtype == torch.float32  # the caller's model is untouched
+    got = [[(c.text, c.tokens) for c in comps] for comps in on.generate(PROMPTS, params)]
+    assert got == [[(c.text, c.tokens) for c in comps] for comps in off.generate(PROMPTS, params)]
+
+
+def test_a_callers_model_is_never_packed(tokenizer, tiny_model):
+    model = tiny_model.to(torch.bfloat16)
+    b = HFBackend(model, tokenizer, sample_dtype="bf16")  # samples the caller's model itself: no copy
+    assert b.model is model and b.packed == 0 and patched(model) == 0
+
+
+def test_over_the_size_limit_nothing_is_switched(tiny_model):
+    model = tiny_model.to(torch.bfloat16)
+    assert pack(model, max_bytes=1) == 0 and patched(model) == 0
+    assert pack(tiny_model.float()) == 0  # fp32 layers are left alone
