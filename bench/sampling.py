@@ -10,8 +10,8 @@ the calculator, side by side in one run on the same GSM8K test questions, model 
 Runs: `plain` (transformers `generate`, the model as loaded: fp32 on CPU, bf16 on CUDA; batches of 32
 in dataset order, left padding), `mathpo` (`HFBackend` with its defaults: continuous batching, bf16
 on CPUs with native bf16), `mathpo-calc` (the same with `--calculator`), `mathpo-fp32` (mathpo in the
-plain run's dtype, to separate scheduling from bf16), `mathpo-unpacked` (mathpo without its packed
-linear weights, `mathpo/sampling/packed.py`), `vllm` / `vllm-calc` (mathpo's vllm backend with
+plain run's dtype, to separate scheduling from bf16), `mathpo-packed` (mathpo with `pack_linears`:
+its linear weights packed for oneDNN, `mathpo/sampling/packed.py`), `vllm` / `vllm-calc` (mathpo's vllm backend with
 its defaults: vLLM's engine in bf16, eager on CPU; the calculator through its logits processor).
 Start-up is timed apart (model load for plain; the bf16 copy and first call for mathpo; engine
 start for vLLM) and not counted in tokens/s. Settings for all: temperature 0.7, top-p 1, seed 0,
@@ -34,7 +34,7 @@ from mathpo import data, models, prompts
 from mathpo.sampling import SamplingParams
 from mathpo.sampling.hf import HFBackend
 
-RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-unpacked", "vllm", "vllm-calc")
+RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "vllm", "vllm-calc")
 ANNOTATION = re.compile(r"<<[^<>]*=[^<>]*>>")
 
 
@@ -69,7 +69,7 @@ def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int
     """The backend a run samples with, built once per kind; its start-up (with a warm-up call) timed."""
     model, tok = loaded.model, loaded.tokenizer
     kind = "vllm" if run.startswith("vllm") else "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 \
-        else "unpacked" if run == "mathpo-unpacked" else "auto"
+        else "packed" if run == "mathpo-packed" else "auto"
     if kind not in backends:
         t0 = time.perf_counter()
         if kind == "vllm":
@@ -77,12 +77,13 @@ def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int
 
             backends[kind] = VLLMBackend(loaded.path)
         else:
-            backends[kind] = HFBackend(model, tok, sample_dtype="auto" if kind == "unpacked" else kind,
-                                       batch_size=batch_size, pack_weights=kind != "unpacked")
+            backends[kind] = HFBackend(model, tok, sample_dtype="auto" if kind == "packed" else kind,
+                                       batch_size=batch_size, pack_linears=kind == "packed")
         backends[kind].generate(["Hello"], SamplingParams(max_new_tokens=4))  # warm-up
         startup["vllm" if kind == "vllm" else "mathpo" if kind == "auto" else run] = round(time.perf_counter() - t0, 1)
-        if kind == "auto" and backends[kind].name == "hf":
-            print(f"mathpo: {backends[kind].packed} linear layers packed (mathpo/sampling/packed.py)", flush=True)
+        if kind == "packed":
+            print(f"mathpo-packed: {backends[kind].packed} linear layers packed (mathpo/sampling/packed.py)",
+                  flush=True)
     return backends[kind]
 
 
@@ -113,12 +114,13 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
         print(f"[{device}] {run:<12} {tokens:>7} tokens {wall:>8.1f} s {tokens / wall:>8.1f} tok/s "
               f"{figures[run]['tokens_per_cpu_s']:>8} tok/cpu-s  annotations {figures[run]['annotations']}",
               flush=True)
-    for run in ("mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-unpacked", "vllm", "vllm-calc"):
+    for run in ("mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "vllm", "vllm-calc"):
         if run in figures and "plain" in figures:
             figures[f"{run}_vs_plain"] = round(figures[run]["tokens_per_s"] / figures["plain"]["tokens_per_s"], 2)
             figures[f"{run}_vs_plain_cpu"] = round(
                 figures[run]["tokens_per_cpu_s"] / figures["plain"]["tokens_per_cpu_s"], 2)
-    for a, b in (("mathpo", "vllm"), ("mathpo-calc", "vllm-calc"), ("mathpo", "mathpo-unpacked")):
+    for a, b in (("mathpo", "vllm"), ("mathpo-calc", "vllm-calc"), ("mathpo-packed", "mathpo"),
+                 ("mathpo-packed", "vllm")):
         if a in figures and b in figures:
             figures[f"{a}_vs_{b}"] = round(figures[a]["tokens_per_s"] / figures[b]["tokens_per_s"], 2)
     for run in ("mathpo", "vllm"):  # the calculator's cost to each backend (wall-clock tokens/s)

@@ -39,8 +39,8 @@ def test_packed_logits_match_plain(tokenizer, tiny_model):
 def test_backend_packs_its_own_copy_and_samples_the_same(tokenizer, tiny_model):
     sharpen(tiny_model)  # peaked distributions: a last-bit difference cannot move a draw to another token
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=3)
-    on = HFBackend(tiny_model, tokenizer, sample_dtype="bf16")
-    off = HFBackend(tiny_model, tokenizer, sample_dtype="bf16", pack_weights=False)
+    on = HFBackend(tiny_model, tokenizer, sample_dtype="bf16", pack_linears=True)
+    off = HFBackend(tiny_model, tokenizer, sample_dtype="bf16")  # the default: off
     assert on.packed == len(linears(tiny_model)) and off.packed == 0
     assert patched(tiny_model) == 0 and tiny_model.dtype == torch.float32  # the caller's model is untouched
     got = [[(c.text, c.tokens) for c in comps] for comps in on.generate(PROMPTS, params)]
@@ -49,7 +49,8 @@ def test_backend_packs_its_own_copy_and_samples_the_same(tokenizer, tiny_model):
 
 def test_a_callers_model_is_never_packed(tokenizer, tiny_model):
     model = tiny_model.to(torch.bfloat16)
-    b = HFBackend(model, tokenizer, sample_dtype="bf16")  # samples the caller's model itself: no copy
+    # samples the caller's model itself (no copy), so nothing is packed
+    b = HFBackend(model, tokenizer, sample_dtype="bf16", pack_linears=True)
     assert b.model is model and b.packed == 0 and patched(model) == 0
 
 
@@ -57,3 +58,16 @@ def test_over_the_size_limit_nothing_is_switched(tiny_model):
     model = tiny_model.to(torch.bfloat16)
     assert pack(model, max_bytes=1) == 0 and patched(model) == 0
     assert pack(tiny_model.float()) == 0  # fp32 layers are left alone
+
+
+def test_the_option_reaches_the_backend(tokenizer, tiny_model):
+    # `pack_linears` in a config / `--pack-linears` go through the one backend builder
+    from types import SimpleNamespace
+
+    from mathpo.sampling import make_backend
+    from mathpo.sampling.reuse import BackendCache
+
+    loaded = SimpleNamespace(model=tiny_model, tokenizer=tokenizer)
+    assert make_backend(loaded, "hf", sample_dtype="bf16", pack_linears=True).packed > 0
+    assert make_backend(loaded, "hf", sample_dtype="bf16").packed == 0
+    assert BackendCache(pack_linears=True).options["pack_linears"] is True

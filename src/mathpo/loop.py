@@ -62,7 +62,7 @@ class Run:
         # the model of the last sampling stage and its backend, kept while the next stages use it too
         self.held = BackendCache(cfg.get("backend", "hf"), cfg.get("dtype", "auto"), cfg.get("device", "auto"),
                                  cfg.get("cache_dir"), cfg.get("batch_size"), cfg.get("sample_dtype", "auto"),
-                                 cfg.get("kv_gb"), ray=cfg.get("ray"))
+                                 cfg.get("kv_gb"), ray=cfg.get("ray"), pack_linears=cfg.get("pack_linears", False))
 
     def _reached(self, rel: str) -> None:
         if rel not in self.order:

@@ -129,6 +129,7 @@ class LoopConfig:
     workers: int = 1
     sample_dtype: str = "auto"  # hf backend: dtype to sample in (auto, bf16, fp32)
     kv_gb: float | None = None  # hf backend: KV cache memory in GiB (default: its own)
+    pack_linears: bool = False  # hf backend on CPU: linear weights packed for oneDNN (sampling/packed.py)
     # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there
     launcher: str | None = None
     # sampling, rollouts and eval on a Ray cluster: an address, or {address: auto, workers, ...}

@@ -100,14 +100,16 @@ class Streaming:
 
 
 def make_backend(loaded, name: str = "hf", template: str | None = None, batch_size: int | None = None,
-                 sample_dtype: str = "auto", kv_gb: float | None = None) -> Backend:
+                 sample_dtype: str = "auto", kv_gb: float | None = None, pack_linears: bool = False) -> Backend:
     """The one way `sample`, `eval`, `pairs --kind step` and `loop` build a backend: special tokens as the
-    prompt template wants them; `kv_gb` sizes either backend's KV cache, `sample_dtype` is the hf one's."""
+    prompt template wants them; `kv_gb` sizes either backend's KV cache, `sample_dtype` and
+    `pack_linears` are the hf one's."""
     from .. import prompts
 
     options = {"batch_size": batch_size, "kv_gb": kv_gb}
     if name == "hf":
         options["sample_dtype"] = sample_dtype
+        options["pack_linears"] = pack_linears
     special = prompts.add_special_tokens(template) if template else False
     return get_backend(name, loaded, add_special_tokens=special, **options)
 

@@ -5,8 +5,8 @@ into one forward) into keys/values its n samples share, finished rows replaced a
 to a memory budget, the calculator and stop strings per row. Small calls (the pairs stage's prefix
 rollouts) cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV
 buffer. On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a bf16 copy
-(`sample_dtype="auto"`), its linear weights packed once for oneDNN (`packed.py`); logits are
-sampled in fp32. Models whose attention does not go through
+(`sample_dtype="auto"`; with `pack_linears` its linear weights packed once for oneDNN, `packed.py`);
+logits are sampled in fp32. Models whose attention does not go through
 transformers' AttentionInterface fall back to batched `model.generate` (same rows, slower).
 """
 
@@ -48,12 +48,13 @@ class HFBackend(Streaming):
 
     def __init__(self, model, tokenizer, add_special_tokens: bool = False, batch_size: int | None = None,
                  sample_dtype: str = "auto", kv_gb: float | None = None, engine: str = "auto",
-                 pack_weights: bool = True):
+                 pack_linears: bool = False):
         """batch_size: rows generated together at most (default 128 on CPU, 256 on CUDA; memory may cap
         it lower). engine: "auto" (continuous batching where the model allows), "continuous", "generate".
         On the 2-core CPU, greedy on 256 synthetic problems: 32 rows 364 tok/s, 64 473, 128 534, 256 583
-        (bench/batch_size.py with the demo's warm-up model). pack_weights: the bf16 copy's linear
-        weights packed once for oneDNN (`packed.py`; never a caller's own model)."""
+        (bench/batch_size.py with the demo's warm-up model). pack_linears: the bf16 copy's linear
+        weights packed once for oneDNN (`packed.py`: 1.08x, equal up to bf16 rounding, so opt-in;
+        never a caller's own model)."""
         self.tok = tokenizer
         self.add_special_tokens = add_special_tokens
         self.tok.padding_side = "left"
@@ -61,13 +62,13 @@ class HFBackend(Streaming):
         # A bf16 copy for sampling leaves the caller's fp32 model untouched (training may share it).
         self.model = model if dtype == model.dtype else copy.deepcopy(model).to(dtype)
         self.model.eval()
+        device = self.model.device
+        self.batch_size = batch_size or (256 if device.type == "cuda" else 128)
         self.packed = 0  # linear layers packed (packed.py)
-        if pack_weights and self.model is not model and self.model.device.type == "cpu":
+        if pack_linears and self.model is not model and device.type == "cpu":
             from .packed import pack
 
             self.packed = pack(self.model)
-        device = self.model.device
-        self.batch_size = batch_size or (256 if device.type == "cuda" else 128)
         kv_bytes = int(kv_gb * GiB) if kv_gb else _default_kv_bytes(device)
         self.engine = None
         if engine != "generate":

@@ -1,13 +1,16 @@
 """The linear layers of the hf backend's own bf16 sampling copy, with their weights packed once into
-oneDNN's blocked layout (CPU only).
+oneDNN's blocked layout (CPU only; opt-in: `pack_linears: true`, `--pack-linears`).
 
 Why: `nn.Linear` on a CPU calls oneDNN's AMX matmul with the weight in PyTorch's plain layout, and
 oneDNN re-packs that weight at every call. Packed once, each decode step's linears skip it: the
-hf engine samples 1.08x faster on the 2-core CPU (`bench/sampling.py --runs mathpo,mathpo-unpacked`;
+hf engine samples 1.08x faster on the 2-core CPU (`bench/sampling.py --runs mathpo,mathpo-packed`;
 README, `mathpo sample`). Outputs equal `F.linear`'s up to bf16 rounding: the same bits at most
 batch sizes, but where oneDNN blocks one path differently (on SmolLM2's shapes: 576x576 above 288
 rows, the 192x576 k/v projections at 96) the last bit of some outputs differs, the same kind of
-difference as between two batch shapes (tests/test_sampling_packed.py).
+difference as between two batch shapes (tests/test_sampling_packed.py). That is why it is opt-in,
+as PyTorch leaves TF32 matmuls off: one such bit early in `make demo` (its warm-up evaluation)
+changed every stage's samples after it, and the final gain over warm-up went from +18.5 to +11.0
+points. Off, a run keeps the bits of runs before it.
 The packed kernel is PyTorch's own `torch.ops.mkldnn._linear_pointwise`, the op `torch.compile`'s
 CPU weight-freezing pass puts in place of linears. It is private API, so before any layer is
 switched a small layer is packed and checked against `F.linear`; if the op is missing or disagrees,

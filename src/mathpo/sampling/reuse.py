@@ -25,8 +25,9 @@ from . import loads_weights, make_backend
 class BackendCache:
     def __init__(self, backend: str = "hf", dtype: str = "auto", device: str = "auto", cache_dir=None,
                  batch_size: int | None = None, sample_dtype: str = "auto", kv_gb: float | None = None,
-                 ray=None):
-        self.options = {"name": backend, "batch_size": batch_size, "sample_dtype": sample_dtype, "kv_gb": kv_gb}
+                 ray=None, pack_linears: bool = False):
+        self.options = {"name": backend, "batch_size": batch_size, "sample_dtype": sample_dtype, "kv_gb": kv_gb,
+                        "pack_linears": pack_linears}
         self.load_options = {"dtype": dtype, "device": device, "cache": cache_dir}
         self.ray = ray  # None, or the loop's `ray:` setting (an address or a section)
         self.model: str | None = None
