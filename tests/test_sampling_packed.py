@@ -71,3 +71,8 @@ def test_the_option_reaches_the_backend(tokenizer, tiny_model):
     assert make_backend(loaded, "hf", sample_dtype="bf16", pack_linears=True).packed > 0
     assert make_backend(loaded, "hf", sample_dtype="bf16").packed == 0
     assert BackendCache(pack_linears=True).options["pack_linears"] is True
+    from mathpo.loop_config import load_config
+
+    data = {"train_data": {"synth": {"n": 8}}}
+    assert load_config(None, ["pack_linears=true"], data)["pack_linears"] is True  # a typed loop setting
+    assert load_config(None, [], data)["pack_linears"] is False
