@@ -47,11 +47,12 @@ def test_backend_packs_its_own_copy_and_samples_the_same(tokenizer, tiny_model):
     assert got == [[(c.text, c.tokens) for c in comps] for comps in off.generate(PROMPTS, params)]
 
 
-def test_a_callers_model_is_never_packed(tokenizer, tiny_model):
+def test_a_callers_model_is_never_packed(tokenizer, tiny_model, caplog):
     model = tiny_model.to(torch.bfloat16)
     # samples the caller's model itself (no copy), so nothing is packed
     b = HFBackend(model, tokenizer, sample_dtype="bf16", pack_linears=True)
     assert b.model is model and b.packed == 0 and patched(model) == 0
+    assert "pack_linears: nothing packed" in caplog.text  # asked for and not done: said so
 
 
 def test_over_the_size_limit_nothing_is_switched(tiny_model):

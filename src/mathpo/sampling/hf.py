@@ -65,10 +65,14 @@ class HFBackend(Streaming):
         device = self.model.device
         self.batch_size = batch_size or (256 if device.type == "cuda" else 128)
         self.packed = 0  # linear layers packed (packed.py)
-        if pack_linears and self.model is not model and device.type == "cpu":
-            from .packed import pack
+        if pack_linears:
+            from . import packed
 
-            self.packed = pack(self.model)
+            if self.model is not model and device.type == "cpu":
+                self.packed = packed.pack(self.model)
+            if not self.packed:  # the caller's own model, a GPU, too large, or the op missing
+                log.warning("pack_linears: nothing packed (only the backend's own bf16 copy of a model on CPU, "
+                            "up to %.0f GiB of linear weights, is packed)", packed.MAX_BYTES / GiB)
         kv_bytes = int(kv_gb * GiB) if kv_gb else _default_kv_bytes(device)
         self.engine = None
         if engine != "generate":
