@@ -60,17 +60,21 @@ VARIANTS = {
     "k3-beta0.5": (3, "dpo", {"beta": 0.5}),
     "k3-ep2": (3, "dpo", {"num_train_epochs": 2}),
 }
-# Step-DPO: name -> (k (0: the stage's own pairs), method, TRL overrides on top of the run's step overrides)
+# Step-DPO: name -> (k (0: the stage's own pairs), method, TRL overrides on top of the run's step overrides;
+# named settings are spelled out, so a variant means the same whatever the run's own base was)
 STEP_VARIANTS = {
     "start": (0, "none", {}),                               # no training: the eval path against the loop's
-    "w1": (0, "dpo", {}),                                   # the loop's own stage ([sigmoid, sft] 1:1)
+    "stage": (0, "dpo", {}),                                # the run's own step settings, unchanged
+    "w1": (0, "dpo", {"loss_weights": [1.0, 1.0]}),         # [sigmoid, sft] 1:1
     "w0.2": (0, "dpo", {"loss_weights": [0.2, 1.0]}),
     "w0.05": (0, "dpo", {"loss_weights": [0.05, 1.0]}),
     "sigmoid": (0, "dpo", {"loss_type": ["sigmoid"]}),      # without the NLL term
     "w0.2-lr3e-6": (0, "dpo", {"loss_weights": [0.2, 1.0], "learning_rate": 3.0e-6}),
     "w0.2-beta0.4": (0, "dpo", {"loss_weights": [0.2, 1.0], "beta": 0.4}),  # Step-DPO's own beta
     "w0.2-ep3": (0, "dpo", {"loss_weights": [0.2, 1.0], "num_train_epochs": 3}),
+    "w0.2-lr1e-5": (0, "dpo", {"loss_weights": [0.2, 1.0], "learning_rate": 1.0e-5}),
     "sft": (0, "sft", {}),                                  # the NLL term alone (see the docstring)
+    "sft-lr1e-5": (0, "sft", {"learning_rate": 1.0e-5}),
 }
 SFT_KEYS = {"learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_checkpointing", "optim",
             "save_steps"}

@@ -129,3 +129,28 @@ def test_seed_to_seed_spread_across_two_runs(tmp_path):
     assert "| dpo-st - st | t | +25.0 [" in text and "| +75.0 [" in text
     # pooled: st's per-question means 1, .5, .5, 0 against 1s: differences 0, .5, .5, 1, mean .5, sd .408
     assert text.splitlines()[-1].endswith("| +50.0 [+10.0, +90.0] |")
+
+
+def test_seeds_table_pairs_each_stage_with_its_start_model_per_seed_and_pooled(tmp_path):
+    """Step-DPO against the model it trained from, per seed and pooled: the seeds table's last section."""
+    from mathpo.report_arms import seeds_table
+
+    for seed, before, after in ((0, [1, 0, 0, 0], [1, 1, 0, 0]), (1, [1, 1, 0, 0], [1, 1, 1, 1])):
+        root = tmp_path / f"s{seed}"
+        write_json(root / "config.json", {"seed": seed})
+        write_jsonl(root / "data" / "test" / "t.jsonl", [])
+        write_json(root / "arms.json", {"full": {"recipes": ["step-dpo"], "steps": [],
+                                                 "final_eval": "full/iter_2/eval_step_dpo"}})
+        for rel, model, marks in (("full/iter_2/eval_sft", "full/iter_2/sft/model", before),
+                                  ("full/iter_2/eval_step_dpo", "full/iter_2/step_dpo/model", after)):
+            write_jsonl(root / rel / "t" / "graded.jsonl",
+                        [{"id": f"q{i}", "correct": bool(c)} for i, c in enumerate(marks)])
+            write_json(root / rel / "DONE.json", {"results": {"t": {}}, "model": str(root / model)})
+        (root / "full/iter_2/step_dpo").mkdir(parents=True)
+        (root / "full/iter_2/step_dpo/train_config.yaml").write_text(f"model: {root / 'full/iter_2/sft/model'}\n")
+    text = seeds_table([tmp_path / "s0", tmp_path / "s1"])
+    row = next(line for line in text.splitlines() if line.startswith("| full/it2:step_dpo | full/it2:sft | t |"))
+    # seed 0 gains q1 (+25), seed 1 gains q2 and q3 (+50); pooled per-question differences 0, .5, .5, .5:
+    # mean .375, sd .25, interval .375 +- 1.96 * .125
+    assert row.startswith("| full/it2:step_dpo | full/it2:sft | t | +25.0 [") and "| +50.0 [" in row
+    assert row.endswith("| +37.5 [+13.0, +62.0] |")

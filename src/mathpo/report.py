@@ -205,12 +205,12 @@ def _in_run(root: Path, path: str) -> str:
     return str(Path(path).resolve())
 
 
-def stage_gains(root: Path, evals) -> str:
-    """Markdown: each evaluated model against the evaluated model its training started from (its
-    train_config.yaml's `model`), paired per test set: what that one stage added. Stages whose start
-    model was not evaluated are left out (eval.after decides which are)."""
+def stage_starts(root: Path, evals) -> list[tuple[str, str, dict]]:
+    """(evaluation stage, the evaluation of the model its training started from (its
+    train_config.yaml's `model`), the stage's DONE stats) for every evaluated model whose start
+    model was evaluated too (eval.after decides which are)."""
     by_model = {_in_run(root, st["model"]): s for s, st in evals if st.get("model")}
-    lines = []
+    out = []
     for stage, st in evals:
         if not st.get("model"):
             continue
@@ -218,8 +218,16 @@ def stage_gains(root: Path, evals) -> str:
         if not cfg_path.is_file():
             continue
         start = by_model.get(_in_run(root, yaml.safe_load(cfg_path.read_text())["model"]))
-        if start is None or start == stage:
-            continue
+        if start is not None and start != stage:
+            out.append((stage, start, st))
+    return out
+
+
+def stage_gains(root: Path, evals) -> str:
+    """Markdown: each evaluated model against the evaluated model its training started from, paired
+    per test set: what that one stage added."""
+    lines = []
+    for stage, start, st in stage_starts(root, evals):
         for t in sorted(st["results"]):
             if (root / start / t / "graded.jsonl").is_file() and (root / stage / t / "graded.jsonl").is_file():
                 c = paired(correctness(root, start, t), correctness(root, stage, t))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .grading.metrics import ci95
 from .records import read_json, write_json
-from .report import change, correctness, paired
+from .report import change, correctness, label, paired, stage_starts, stages
 
 WARM = ("warm-up", "iter_0/eval_warmup_sft")
 # sampling stages of each recipe (solutions drawn from a model, per question)
@@ -174,7 +174,32 @@ def seeds_table(roots: list[str | Path]) -> str:
     return ("## Arms across seeds\n\nAccuracy (%) of each arm's final model per seed; spread = max - min.\n\n"
             + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed, and pooled (each question's "
             "correctness averaged over the seeds):\n\n"
-            + "\n".join(diffs) + "\n")
+            + "\n".join(diffs) + "\n" + _stage_table([Path(r) for r in roots], head, len(runs)))
+
+
+def _stage_table(roots: list[Path], head: str, width: int) -> str:
+    """Markdown: what each evaluated stage added over the evaluated model it started from (the
+    report's stage-by-stage table, mathpo.report.stage_starts), per seed and pooled."""
+    per_run = []
+    for root in roots:
+        evals = [(s, st) for s, st in stages(root) if "results" in st]
+        per_run.append({(stage, start): {t: (correctness(root, start, t), correctness(root, stage, t))
+                                         for t in st["results"]
+                                         if (root / start / t / "graded.jsonl").is_file()
+                                         and (root / stage / t / "graded.jsonl").is_file()}
+                        for stage, start, st in stage_starts(root, evals)})
+    keys = list(dict.fromkeys(k for run in per_run for k in run))
+    lines = [f"| stage | trained from | test set | {head} | seeds pooled |", "|---|---|---|" + "---|" * (width + 1)]
+    for key in keys:
+        for t in sorted({t for run in per_run for t in run.get(key, {})}):
+            both = [run[key][t] for run in per_run if t in run.get(key, {})]
+            cells = [change(paired(*run[key][t])) if t in run.get(key, {}) else "" for run in per_run]
+            lines.append(f"| {label(key[0])} | {label(key[1])} | {t} | {' | '.join(cells)} | "
+                         f"{_pooled(both) if len(both) == len(per_run) else ''} |")
+    if not keys:
+        return ""
+    return ("\nStage by stage: each evaluated model against the evaluated model it was trained from "
+            "(b - a), per seed and pooled:\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
