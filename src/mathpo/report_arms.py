@@ -7,7 +7,8 @@ RUN/arms.png and RUN/arms_comparisons.json, built from RUN/arms.json and the fin
   rule: `st` samples sample.n + rft.n, DPO-ST's two sampling stages together) and Step-DPO rollouts;
 - paired differences between arms (and each arm against the warm-up model): mean difference over
   the shared questions with a paired 95% interval, questions gained / lost, exact McNemar p.
-Seed-to-seed spread over runs of one arms config with different seeds:
+Seed-to-seed spread over runs of one arms config with different seeds, with each evaluated stage
+(Step-DPO's, for one) against the evaluated model it trained from, per seed and pooled:
     python -m mathpo.report_arms runs/ablation runs/ablation-seed1     # prints it, writes RUN1/seeds.md
 """
 
