@@ -198,11 +198,13 @@ def table(results: list[dict], tests: list[str]) -> str:
     for r in results:
         tr = r["trends"]
         f, la = tr.get("first", {}), tr.get("mean_last_quarter", {})
-        cells = [r["variant"], str(r["pairs"]), str(r["steps"]),
-                 f"{f.get('logps/chosen', float('nan')):.1f} -> {la.get('logps/chosen', float('nan')):.1f}",
-                 f"{f.get('logps/rejected', float('nan')):.1f} -> {la.get('logps/rejected', float('nan')):.1f}",
-                 f"{la.get('rewards/chosen', float('nan')):+.2f} / {la.get('rewards/rejected', float('nan')):+.2f}",
-                 f"{la.get('rewards/margins', float('nan')):.2f}"]
+        cells = [r["variant"], str(r["pairs"]), str(r["steps"])]
+        if tr:
+            cells += [f"{f['logps/chosen']:.1f} -> {la['logps/chosen']:.1f}",
+                      f"{f['logps/rejected']:.1f} -> {la['logps/rejected']:.1f}",
+                      f"{la['rewards/chosen']:+.2f} / {la['rewards/rejected']:+.2f}", f"{la['rewards/margins']:.2f}"]
+        else:  # no preference term (no training, or SFT): nothing to log, blank rather than nan
+            cells += [""] * 4
         for t in tests:
             v = r[t]["vs_start"]
             cells += [f"{100 * r[t]['accuracy']:.1f}%",

@@ -33,6 +33,11 @@ def test_table_row_and_every_variant_is_well_formed():
                                                                                    "vs_start": paired}}
     line = sweep.table([row], ["synth"]).splitlines()[2]
     assert line.startswith("| k3-w0.2 | 186 | 24 |") and "| 56.5% | +9.5 [+2.9, +16.1] | 33/14 | 0.00794 |" in line
+    assert line.startswith("| k3-w0.2 | 186 | 24 |  |  |  |  | 56.5%") and "nan" not in line  # no trends: blank
+    logged = {k: {"logps/chosen": -3.9, "logps/rejected": -13.6, "rewards/chosen": 0.02, "rewards/rejected": -0.25,
+                  "rewards/margins": 0.26} for k in ("first", "mean_last_quarter")}
+    line = sweep.table([{**row, "trends": logged}], ["synth"]).splitlines()[2]
+    assert line.startswith("| k3-w0.2 | 186 | 24 | -3.9 -> -3.9 | -13.6 -> -13.6 | +0.02 / -0.25 | 0.26 | 56.5%")
     for name, (k, method, over) in sweep.VARIANTS.items():
         assert method in ("dpo", "sft", "none") and (k > 0 or method == "none"), name
         assert set(over) <= set(sweep.BASE) | {"loss_weights"}, name
