@@ -205,10 +205,10 @@ def _in_run(root: Path, path: str) -> str:
     return str(Path(path).resolve())
 
 
-def stage_starts(root: Path, evals) -> list[tuple[str, str, dict]]:
+def stage_starts(root: Path, evals) -> list[tuple[str, str, list[str]]]:
     """(evaluation stage, the evaluation of the model its training started from (its
-    train_config.yaml's `model`), the stage's DONE stats) for every evaluated model whose start
-    model was evaluated too (eval.after decides which are)."""
+    train_config.yaml's `model`), the test sets both have graded) for every evaluated model whose
+    start model was evaluated too (eval.after decides which are)."""
     by_model = {_in_run(root, st["model"]): s for s, st in evals if st.get("model")}
     out = []
     for stage, st in evals:
@@ -219,7 +219,9 @@ def stage_starts(root: Path, evals) -> list[tuple[str, str, dict]]:
             continue
         start = by_model.get(_in_run(root, yaml.safe_load(cfg_path.read_text())["model"]))
         if start is not None and start != stage:
-            out.append((stage, start, st))
+            tests = [t for t in sorted(st["results"]) if (root / start / t / "graded.jsonl").is_file()
+                     and (root / stage / t / "graded.jsonl").is_file()]
+            out.append((stage, start, tests))
     return out
 
 
@@ -227,12 +229,11 @@ def stage_gains(root: Path, evals) -> str:
     """Markdown: each evaluated model against the evaluated model its training started from, paired
     per test set: what that one stage added."""
     lines = []
-    for stage, start, st in stage_starts(root, evals):
-        for t in sorted(st["results"]):
-            if (root / start / t / "graded.jsonl").is_file() and (root / stage / t / "graded.jsonl").is_file():
-                c = paired(correctness(root, start, t), correctness(root, stage, t))
-                lines.append(f"| {label(stage)} | {label(start)} | {t} | {c['n']} | {change(c)} | "
-                             f"{c['gained']}/{c['lost']} | {c['mcnemar_p']:.3g} |")
+    for stage, start, tests in stage_starts(root, evals):
+        for t in tests:
+            c = paired(correctness(root, start, t), correctness(root, stage, t))
+            lines.append(f"| {label(stage)} | {label(start)} | {t} | {c['n']} | {change(c)} | "
+                         f"{c['gained']}/{c['lost']} | {c['mcnemar_p']:.3g} |")
     if not lines:
         return ""
     return ("Stage by stage: each evaluated model against the evaluated model it was trained from, same "

@@ -184,12 +184,11 @@ def _stage_table(roots: list[Path], head: str, width: int) -> str:
     per_run = []
     for root in roots:
         evals = [(s, st) for s, st in stages(root) if "results" in st]
-        per_run.append({(stage, start): {t: (correctness(root, start, t), correctness(root, stage, t))
-                                         for t in st["results"]
-                                         if (root / start / t / "graded.jsonl").is_file()
-                                         and (root / stage / t / "graded.jsonl").is_file()}
-                        for stage, start, st in stage_starts(root, evals)})
+        per_run.append({(stage, start): {t: (correctness(root, start, t), correctness(root, stage, t)) for t in tests}
+                        for stage, start, tests in stage_starts(root, evals)})
     keys = list(dict.fromkeys(k for run in per_run for k in run))
+    if not keys:
+        return ""
     lines = [f"| stage | trained from | test set | {head} | seeds pooled |", "|---|---|---|" + "---|" * (width + 1)]
     for key in keys:
         for t in sorted({t for run in per_run for t in run.get(key, {})}):
@@ -197,8 +196,6 @@ def _stage_table(roots: list[Path], head: str, width: int) -> str:
             cells = [change(paired(*run[key][t])) if t in run.get(key, {}) else "" for run in per_run]
             lines.append(f"| {label(key[0])} | {label(key[1])} | {t} | {' | '.join(cells)} | "
                          f"{_pooled(both) if len(both) == len(per_run) else ''} |")
-    if not keys:
-        return ""
     return ("\nStage by stage: each evaluated model against the evaluated model it was trained from "
             "(b - a), per seed and pooled:\n\n" + "\n".join(lines) + "\n")
 
