@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mathpo.sampling import Completion, SamplingParams, sampler
+from mathpo.sampling import Completion, SamplingParams, engine, sampler, slots
 from mathpo.sampling.hf import HFBackend
 from mathpo.sampling.sample_stage import sample_records
 
@@ -82,8 +82,8 @@ def test_calculator_forces_rows_at_different_points(tokenizer, tiny_model, batch
 def test_stop_strings_and_eos(tokenizer, tiny_model):
     hook = bias(tiny_model, tokenizer("=", add_special_tokens=False).input_ids[0])
     params = SamplingParams(n=1, max_new_tokens=10, stop=("===",))
-    for engine in ("continuous", "generate"):
-        got = backend(tiny_model, tokenizer, engine=engine).generate(["a", "b c"], params)
+    for kind in ("continuous", "generate"):
+        got = backend(tiny_model, tokenizer, engine=kind).generate(["a", "b c"], params)
         assert texts(got) == [[("", 3, "stop")]] * 2
     hook.remove()
     bias(tiny_model, tokenizer.eos_token_id)
@@ -102,6 +102,63 @@ def test_sampling_reproducible_and_independent_of_batch(tokenizer, tiny_model):
     assert len({c[0] for c in small[0]}) == 3  # the n samples differ
     other = texts(big.generate(PROMPTS, SamplingParams(**{**params.as_dict(), "seed": 8, "stop": ()})))
     assert other != small
+
+
+def test_common_prefix_found_and_capped():
+    head = list(range(100, 100 + engine.MIN_COMMON))
+    assert engine.common_prefix([head + [1, 2], head + [1, 3]]) == engine.MIN_COMMON + 1
+    assert engine.common_prefix([head + [1], head + [1, 5]]) == engine.MIN_COMMON  # one token of its own left
+    assert engine.common_prefix([head[:-1] + [1], head[:-1] + [2]]) == 0  # too short to pay
+    assert engine.common_prefix([head + [1, 2]]) == 0  # alone: its n samples share it already
+    assert engine.common_prefix([head + [1], [7] + head]) == 0
+
+
+def test_prompts_with_a_common_prefix_give_the_same_rows(tokenizer, tiny_model, monkeypatch):
+    # A long shared head (a few-shot block) is prefilled once and attended once per step; the rows
+    # are the ones each prompt gets without it: greedy as plain generate, samples as with it off.
+    # (Its merge sums in another order, ~1e-6 on the logits: peaked enough that no draw flips.)
+    sharpen(tiny_model, 40.0)
+    head = "Worked example: Tom has 3 apples and buys 4 more, so 3 + 4 = 7 apples. " * 4
+    prompts = [head + q for q in PROMPTS]
+    assert engine.common_prefix(backend(tiny_model, tokenizer).encode(prompts)) >= engine.MIN_COMMON
+    used = []
+    common = slots._common
+    monkeypatch.setattr(slots, "_common", lambda cache, *a: used.append(cache.common_len) or common(cache, *a))
+    greedy = SamplingParams(n=2, max_new_tokens=10)
+    fast = backend(tiny_model, tokenizer, batch_size=5)  # rows refilled as others end
+    assert texts(fast.generate(prompts, greedy)) == texts(backend(tiny_model, tokenizer, engine="generate")
+                                                          .generate(prompts, greedy))
+    assert used and len(set(used)) == 1
+    params = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=8, seed=7)
+    shared = texts(fast.generate(prompts, params))
+    monkeypatch.setattr(engine, "MIN_COMMON", 10 ** 6)
+    calls = len(used)
+    assert texts(fast.generate(prompts, params)) == shared
+    assert len(used) == calls  # the second run went without it
+
+
+def test_common_prefix_logits_equal_the_models_own(tokenizer, tiny_model, monkeypatch):
+    # The logits each row samples from, at prefill and at the next step, against the model's own
+    # forward over the whole sequence (positions, masks and the three-part merge all enter them).
+    head = "Worked example: Tom has 3 apples and buys 4 more, so 3 + 4 = 7 apples. " * 4
+    prompts = [head + "Q?", head + "What is 2+3?", head + "A longer question about pears and apples?"]
+    b = backend(tiny_model, tokenizer, batch_size=8)
+    ids = b.encode(prompts)
+    assert engine.common_prefix(ids) >= engine.MIN_COMMON and len({len(i) for i in ids}) == 3
+    seen, picked, choose = [], [], sampler.choose
+
+    def spy(logits, *args):
+        seen.append(logits)
+        picked.append(choose(logits, *args))
+        return picked[-1]
+    monkeypatch.setattr(sampler, "choose", spy)
+    out = b.generate(prompts, SamplingParams(n=1, max_new_tokens=2))
+    assert len(seen) == 2 and all(c[0].tokens == 2 for c in out)  # one packed prefill (prompts in length
+    for k, tokens in enumerate(ids):                                 # order, as given), one decode step
+        with torch.inference_mode():
+            ref = tiny_model(torch.tensor([tokens + [int(picked[0][k])]])).logits[0, -2:]
+        assert torch.allclose(seen[0][k], ref[0], atol=1e-4), k
+        assert torch.allclose(seen[1][k], ref[1], atol=1e-4), k
 
 
 def test_choose_top_p_and_greedy():

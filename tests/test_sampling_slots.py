@@ -10,18 +10,19 @@ import torch.nn.functional as F
 from mathpo.sampling.slots import SlotCache, slot_attention
 
 
+@pytest.mark.parametrize("common", [0, 7])  # without / with a prefix common to every prompt
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_shared_prompt_decode_equals_full_attention(dtype, tol):
+def test_shared_prompt_decode_equals_full_attention(dtype, tol, common):
     torch.manual_seed(0)
     heads, kv, dim, n = 4, 2, 16, 3
-    prompt_lens = [5, 9, 1]  # per prompt slot
+    prompt_lens = [5, 9, 1]  # per prompt slot (what follows the common prefix)
     # rows: (prompt slot, sample, tokens already generated); prompt slot 1 has lost sample 0 (a hole)
     rows = [(0, 0, 0), (0, 1, 4), (0, 2, 2), (1, 2, 6), (2, 0, 1), (1, 1, 3)]
-    cache = SlotCache(1, 6, kv, max(prompt_lens), 8, dim, n, dtype, "cpu")
-    cache.prompt_keys[0].normal_()
-    cache.prompt_values[0].normal_()
-    cache.keys[0].normal_()
-    cache.values[0].normal_()
+    cache = SlotCache(1, 6, kv, max(prompt_lens), 8, dim, n, dtype, "cpu", common_len=common)
+    for part in (cache.prompt_keys, cache.prompt_values, cache.keys, cache.values, cache.common_keys,
+                 cache.common_values):
+        for t in part:
+            t.normal_()
     cache.prepare_decode([g for _, _, g in rows], [p for p, _, _ in rows], [s for _, s, _ in rows], prompt_lens)
     query = torch.randn(len(rows), heads, 1, dim, dtype=dtype)
     key = torch.randn(len(rows), kv, 1, dim, dtype=dtype)
@@ -32,8 +33,10 @@ def test_shared_prompt_decode_equals_full_attention(dtype, tol):
     for b, (p, _, g) in enumerate(rows):
         # the new key/value went to the row's own position; the whole sequence is prompt + its tokens
         assert torch.equal(cache.keys[0][b, :, g], key[b, :, 0])
-        k = torch.cat([cache.prompt_keys[0][p, :, :prompt_lens[p]], cache.keys[0][b, :, :g + 1]], dim=1)
-        v = torch.cat([cache.prompt_values[0][p, :, :prompt_lens[p]], cache.values[0][b, :, :g + 1]], dim=1)
+        k = torch.cat([*[c[0] for c in cache.common_keys], cache.prompt_keys[0][p, :, :prompt_lens[p]],
+                       cache.keys[0][b, :, :g + 1]], dim=1)
+        v = torch.cat([*[c[0] for c in cache.common_values], cache.prompt_values[0][p, :, :prompt_lens[p]],
+                       cache.values[0][b, :, :g + 1]], dim=1)
         ref = F.scaled_dot_product_attention(query[b:b + 1].float(), k[None].float(), v[None].float(),
                                              enable_gqa=True)
         assert torch.allclose(out[b, 0].float(), ref[0, :, 0], atol=tol, rtol=tol), b
@@ -51,3 +54,25 @@ def test_prefill_writes_each_prompt_once_into_its_slot():
     assert not cache.prompt_keys[0][1].any()  # untouched slots stay empty
     second = F.scaled_dot_product_attention(q[:, :, 4:], k[:, :, 4:], v[:, :, 4:], is_causal=True, enable_gqa=True)
     assert torch.allclose(out[:, 4:].transpose(1, 2), second, atol=1e-6)  # causal within its own prompt only
+
+
+def test_common_prefix_prefilled_once_and_seen_whole_by_every_prompt():
+    torch.manual_seed(2)
+    common, layer = 5, SimpleNamespace(layer_idx=0)
+    cache = SlotCache(1, 4, 1, 6, 4, 8, 2, torch.float32, "cpu", common_len=common)
+    qc, kc, vc = torch.randn(1, 2, common, 8), torch.randn(1, 1, common, 8), torch.randn(1, 1, common, 8)
+    cache.prepare_common()
+    first, _ = slot_attention(layer, qc, kc, vc, None, scaling=8 ** -0.5, mathpo_kv=cache)
+    assert torch.equal(cache.common_keys[0], kc) and torch.equal(cache.common_values[0], vc)
+    assert not cache.prompt_keys[0].any()  # the prefix goes to no prompt slot
+    cache.prepare_prefill([(0, 4, 2), (4, 7, 0)])  # then the rest of two prompts, packed
+    q, k, v = (torch.randn(1, 2, 7, 8) for _ in range(3))
+    k, v = k[:, :1], v[:, :1]
+    out, _ = slot_attention(layer, q, k, v, None, scaling=8 ** -0.5, mathpo_kv=cache)
+    assert torch.equal(cache.prompt_keys[0][2, :, :4], k[0, :, :4])
+    assert torch.equal(cache.prompt_values[0][0, :, :3], v[0, :, 4:7])
+    for start, end in [(0, 4), (4, 7)]:  # each prompt: plain causal attention over prefix + its own tokens
+        whole = [torch.cat([a, b[:, :, start:end]], dim=2) for a, b in ((qc, q), (kc, k), (vc, v))]
+        ref = F.scaled_dot_product_attention(*whole, is_causal=True, enable_gqa=True)
+        assert torch.allclose(first.transpose(1, 2), ref[:, :, :common], atol=1e-6)
+        assert torch.allclose(out[:, start:end].transpose(1, 2), ref[:, :, common:], atol=1e-6)

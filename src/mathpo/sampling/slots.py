@@ -12,6 +12,11 @@ Here the cache is preallocated and written in place, in two parts per layer:
   last), so attention reads a view, never a copy.
 A decode step attends to both parts separately and merges them by their log-sum-exp (exactly the
 softmax over the concatenation, as in split-KV / flash-decoding).
+A call whose prompts all begin with the same tokens (a chat template's system turn, few-shot worked
+examples) keeps that common prefix once, in a third part [1, kv_heads, common_len, head_dim]: it is
+prefilled once, every prompt slot holds only the rest of its prompt, and a decode step reads it once
+for all rows (every row's queries as query positions of one sequence), merged like the other two
+(vLLM's cascade attention, on a CPU).
 
 The model runs with `use_cache=False` and `mathpo_kv=<SlotCache>` in its forward kwargs, which
 transformers hands to the registered attention function; the engine sets this attention only for
@@ -35,18 +40,21 @@ class Unsupported(RuntimeError):
 
 class SlotCache:
     def __init__(self, layers: int, slots: int, kv_heads: int, prompt_len: int, gen_len: int, head_dim: int,
-                 n: int, dtype, device):
+                 n: int, dtype, device, common_len: int = 0):
         # zeros, not empty: masked positions still enter attention as 0 * value, and 0 * NaN is NaN
         def part(count, length):
             return [torch.zeros((count, kv_heads, length, head_dim), dtype=dtype, device=device)
                     for _ in range(layers)]
         self.prompt_keys, self.prompt_values = part(slots, prompt_len), part(slots, prompt_len)
         self.keys, self.values = part(slots, gen_len), part(slots, gen_len)
+        # every prompt's first common_len tokens (the prompt slots hold what follows them)
+        self.common_len = common_len
+        self.common_keys, self.common_values = (part(1, common_len), part(1, common_len)) if common_len else ([], [])
         self.n, self.gen_len, self.kv_heads = n, gen_len, kv_heads
-        self.length = prompt_len + gen_len  # the longest sequence a row can reach
+        self.length = common_len + prompt_len + gen_len  # the longest sequence a row can reach
         self.dtype, self.device = dtype, device
         # What the next forward does; set by the engine before each call.
-        self.mode = "decode"  # or "prefill"
+        self.mode = "decode"  # or "prefill", or "common" (the common prefix's own prefill)
         # prefill: prompts packed in one sequence; per prompt (start, end, prompt slot)
         self.segments: list[tuple[int, int, int]] = []
         # decode, for B active rows over the prompt slots 0..P-1:
@@ -89,6 +97,10 @@ class SlotCache:
     def prepare_prefill(self, segments: list[tuple[int, int, int]]) -> None:
         self.mode, self.segments = "prefill", segments
 
+    def prepare_common(self) -> None:
+        """The next forward is the common prefix alone (batch 1, positions 0..common_len-1)."""
+        self.mode = "common"
+
     def move(self, src: int, dst: int, upto: int) -> None:
         """Copy row slot src's first `upto` positions into row slot dst (compaction after a row finishes)."""
         for k, v in zip(self.keys, self.values):
@@ -108,20 +120,40 @@ def _attend(query, key, value, mask, scale):
     if query.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=mask,
                                                                           scale=scale)
-    scores = (query.float() @ key.float().transpose(-1, -2)) * scale + mask.float()
+    scores = (query.float() @ key.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores + mask.float()
     lse = scores.logsumexp(-1)
     return ((scores - lse[..., None]).exp() @ value.float()).to(query.dtype), lse
 
 
+def _common(cache: SlotCache, layer: int, query, key, value, scaling):
+    """The common prefix (batch 1): causal attention, its keys/values kept for every prompt."""
+    cache.common_keys[layer][0] = key[0]
+    cache.common_values[layer][0] = value[0]
+    out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling,
+                                         enable_gqa=key.shape[1] != query.shape[1])
+    return out.transpose(1, 2), None
+
+
 def _prefill(cache: SlotCache, layer: int, query, key, value, scaling):
-    """Packed prompts (batch 1): causal attention within each, its keys/values into its prompt slot."""
+    """Packed prompts (batch 1): causal attention within each (after the common prefix, which every
+    prompt sees whole), its keys/values into its prompt slot."""
     K, V = cache.prompt_keys[layer], cache.prompt_values[layer]
+    common = cache.common_len
     outs = []
     for start, end, slot in cache.segments:
         k, v = key[:, :, start:end], value[:, :, start:end]
         K[slot, :, :end - start] = k[0]
         V[slot, :, :end - start] = v[0]
-        outs.append(F.scaled_dot_product_attention(query[:, :, start:end], k, v, is_causal=True, scale=scaling,
+        mask = None
+        if common:  # one softmax over [common prefix | own tokens]: the prefix whole, the rest causal
+            k = torch.cat([cache.common_keys[layer], k], dim=2)
+            v = torch.cat([cache.common_values[layer], v], dim=2)
+            mask = torch.ones(end - start, common + end - start, dtype=torch.bool,
+                              device=query.device).tril(diagonal=common)
+        outs.append(F.scaled_dot_product_attention(query[:, :, start:end], k, v, attn_mask=mask,
+                                                   is_causal=mask is None, scale=scaling,
                                                    enable_gqa=key.shape[1] != query.shape[1]))
     return torch.cat(outs, dim=2).transpose(1, 2), None
 
@@ -153,6 +185,14 @@ def _decode(cache: SlotCache, layer: int, query, key, value, scaling):
     shared_lse = shared_lse.reshape(-1, group).index_select(0, cache.cells).view(batch, kv, group)
     weight = torch.sigmoid(shared_lse - own_lse).to(own.dtype)[..., None]  # the prompt part's softmax mass
     out = torch.lerp(own, shared, weight)
+    if cache.common_len:
+        # every row's queries as the query positions of one sequence over the common prefix
+        rows = q.transpose(0, 1).reshape(1, kv, batch * group, head_dim)
+        common, common_lse = _attend(rows, cache.common_keys[layer], cache.common_values[layer], None, scaling)
+        common = common.reshape(kv, batch, group, head_dim).transpose(0, 1)
+        common_lse = common_lse.reshape(kv, batch, group).transpose(0, 1)
+        weight = torch.sigmoid(common_lse - torch.logaddexp(own_lse, shared_lse)).to(own.dtype)[..., None]
+        out = torch.lerp(out, common, weight)
     return out.reshape(batch, heads, 1, head_dim).transpose(1, 2), None
 
 
@@ -166,7 +206,7 @@ def slot_attention(module, query, key, value, attention_mask, scaling=None, drop
         raise Unsupported("sliding-window / softcap / sink attention")
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    step = _prefill if cache.mode == "prefill" else _decode
+    step = {"prefill": _prefill, "common": _common, "decode": _decode}[cache.mode]
     return step(cache, module.layer_idx, query, key, value, scaling)
 
 
