@@ -127,8 +127,22 @@ def test_seed_to_seed_spread_across_two_runs(tmp_path):
     text = seeds_table([tmp_path / "s0", tmp_path / "s1"])
     assert "| st | t | 75.0% | 25.0% | 50.0 |" in text and "| dpo-st | t | 100.0% | 100.0% | 0.0 |" in text
     assert "| dpo-st - st | t | +25.0 [" in text and "| +75.0 [" in text
-    # pooled: st's per-question means 1, .5, .5, 0 against 1s: differences 0, .5, .5, 1, mean .5, sd .408
-    assert text.splitlines()[-1].endswith("| +50.0 [+10.0, +90.0] |")
+    # pooled: st's per-question means 1, .5, .5, 0 against 1s: differences 0, .5, .5, 1, mean .5, sd .408;
+    # across seeds: +25 and +75, mean 50, sd 35.36, t(1) = 12.706: 50 +- 12.706 * 35.36 / sqrt(2)
+    row = next(line for line in text.splitlines() if line.startswith("| dpo-st - st | t |"))
+    assert row.endswith("| +50.0 [+10.0, +90.0] | +50.0 [-267.6, +367.6] |")
+
+
+def test_across_seeds_is_a_t_interval_over_the_seeds():
+    from mathpo.report_arms import across_seeds
+
+    # DPO-ST - ST on synth in the session-6/7 ablation: +2.0, +7.4, +5.2 (mean 4.87, sd 2.715, t(2) 4.303)
+    got = across_seeds([0.020, 0.074, 0.052])
+    assert got["seeds"] == 3 and abs(got["diff"] - 0.04867) < 1e-4
+    assert abs(got["ci95"][0] - (-0.0188)) < 1e-4 and abs(got["ci95"][1] - 0.1161) < 1e-4
+    assert across_seeds([0.05]) is None  # one seed has no spread to show
+    wide, many = across_seeds([0.0, 0.1]), across_seeds([0.0, 0.1] * 20)  # more seeds, the t shrinks to z
+    assert wide["ci95"][1] - wide["ci95"][0] > 10 * (many["ci95"][1] - many["ci95"][0])
 
 
 def test_seeds_table_pairs_each_stage_with_its_start_model_per_seed_and_pooled(tmp_path):
@@ -151,6 +165,6 @@ def test_seeds_table_pairs_each_stage_with_its_start_model_per_seed_and_pooled(t
     text = seeds_table([tmp_path / "s0", tmp_path / "s1"])
     row = next(line for line in text.splitlines() if line.startswith("| full/it2:step_dpo | full/it2:sft | t |"))
     # seed 0 gains q1 (+25), seed 1 gains q2 and q3 (+50); pooled per-question differences 0, .5, .5, .5:
-    # mean .375, sd .25, interval .375 +- 1.96 * .125
+    # mean .375, sd .25, interval .375 +- 1.96 * .125; across seeds +25 and +50: 37.5 +- 12.706 * 12.5
     assert row.startswith("| full/it2:step_dpo | full/it2:sft | t | +25.0 [") and "| +50.0 [" in row
-    assert row.endswith("| +37.5 [+13.0, +62.0] |")
+    assert row.endswith("| +37.5 [+13.0, +62.0] | +37.5 [-121.3, +196.3] |")

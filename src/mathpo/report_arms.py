@@ -8,7 +8,8 @@ RUN/arms.png and RUN/arms_comparisons.json, built from RUN/arms.json and the fin
 - paired differences between arms (and each arm against the warm-up model): mean difference over
   the shared questions with a paired 95% interval, questions gained / lost, exact McNemar p.
 Seed-to-seed spread over runs of one arms config with different seeds, with each evaluated stage
-(Step-DPO's, for one) against the evaluated model it trained from, per seed and pooled:
+(Step-DPO's, for one) against the evaluated model it trained from, per seed, pooled over the
+questions, and across seeds (a t interval with the seed as the unit):
     python -m mathpo.report_arms runs/ablation runs/ablation-seed1     # prints it, writes RUN1/seeds.md
 """
 
@@ -135,9 +136,34 @@ def write_arms(root: Path, plt) -> tuple[str, list[str]]:
     return text, [plot] if plot else []
 
 
+# Student's t, 0.975 quantile, by degrees of freedom (standard table values)
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def across_seeds(diffs: list[float]) -> dict | None:
+    """Mean of the per-seed differences with a t interval over the seeds (df = seeds - 1): the seed is
+    the unit, so a whole seed's training luck counts as noise. The pooled interval does not hold that:
+    it treats the seeds' runs as fixed and varies only the questions."""
+    k = len(diffs)
+    if k < 2:
+        return None
+    mean = sum(diffs) / k
+    sd = (sum((d - mean) ** 2 for d in diffs) / (k - 1)) ** 0.5
+    t = T975[k - 2] if k - 1 <= len(T975) else 1.96 + (1.96 ** 3 + 1.96) / (4 * (k - 1))
+    half = t * sd / k ** 0.5
+    return {"diff": mean, "ci95": [mean - half, mean + half], "seeds": k}
+
+
+def _across(both: list[tuple[dict, dict]]) -> str:
+    c = across_seeds([paired(a, b)["diff"] for a, b in both])
+    return change(c) if c else ""
+
+
 def _pooled(both: list[tuple[dict, dict]]) -> str:
     """The paired difference with each question's correctness averaged over the seeds (the seeds
-    are replicates on the same questions), so its interval holds the run-to-run noise as well."""
+    are replicates on the same questions): its interval holds the question-to-question noise of
+    these runs, not how much another seed's run would move (that is `across_seeds`)."""
     if len(both) < 2:
         return ""
     ids = set.intersection(*(set(a) & set(b) for a, b in both))
@@ -160,7 +186,8 @@ def seeds_table(roots: list[str | Path]) -> str:
             if got:
                 cells = [f"{100 * a:.1f}%" if a is not None else "" for a in accs]
                 lines.append(f"| {name} | {t} | {' | '.join(cells)} | {100 * (max(got) - min(got)):.1f} |")
-    diffs = [f"| comparison | test set | {head} | seeds pooled |", "|---|---|" + "---|" * (len(runs) + 1)]
+    diffs = [f"| comparison | test set | {head} | seeds pooled | across seeds (t) |",
+             "|---|---|" + "---|" * (len(runs) + 2)]
     for a, b in combinations(names, 2):
         for t in tests:
             cells, both = [], []
@@ -171,10 +198,12 @@ def seeds_table(roots: list[str | Path]) -> str:
                 else:
                     cells.append("")
             if any(cells):
-                diffs.append(f"| {b} - {a} | {t} | {' | '.join(cells)} | {_pooled(both)} |")
+                diffs.append(f"| {b} - {a} | {t} | {' | '.join(cells)} | {_pooled(both)} | {_across(both)} |")
     return ("## Arms across seeds\n\nAccuracy (%) of each arm's final model per seed; spread = max - min.\n\n"
-            + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed, and pooled (each question's "
-            "correctness averaged over the seeds):\n\n"
+            + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed; pooled (each question's "
+            "correctness averaged over the seeds; the interval varies the questions, the seeds' runs held fixed); "
+            "and across seeds (the mean of the seeds' differences, a t interval over the seeds: what another "
+            "seed's run may give):\n\n"
             + "\n".join(diffs) + "\n" + _stage_table([Path(r) for r in roots], head, len(runs)))
 
 
@@ -189,15 +218,17 @@ def _stage_table(roots: list[Path], head: str, width: int) -> str:
     keys = list(dict.fromkeys(k for run in per_run for k in run))
     if not keys:
         return ""
-    lines = [f"| stage | trained from | test set | {head} | seeds pooled |", "|---|---|---|" + "---|" * (width + 1)]
+    lines = [f"| stage | trained from | test set | {head} | seeds pooled | across seeds (t) |",
+             "|---|---|---|" + "---|" * (width + 2)]
     for key in keys:
         for t in sorted({t for run in per_run for t in run.get(key, {})}):
             both = [run[key][t] for run in per_run if t in run.get(key, {})]
             cells = [change(paired(*run[key][t])) if t in run.get(key, {}) else "" for run in per_run]
             lines.append(f"| {label(key[0])} | {label(key[1])} | {t} | {' | '.join(cells)} | "
-                         f"{_pooled(both) if len(both) == len(per_run) else ''} |")
+                         f"{_pooled(both) if len(both) == len(per_run) else ''} | "
+                         f"{_across(both) if len(both) == len(per_run) else ''} |")
     return ("\nStage by stage: each evaluated model against the evaluated model it was trained from "
-            "(b - a), per seed and pooled:\n\n" + "\n".join(lines) + "\n")
+            "(b - a), per seed, pooled and across seeds:\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
