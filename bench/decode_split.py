@@ -9,7 +9,8 @@ of the same size (the floor any KV-cache attention shares), and the ratio printe
 Same workload as `bench/sampling.py`'s mathpo run (chat-boxed template, temperature 0.7, seed 0,
 the backend's defaults). The engine's decode and prefill attention functions are wrapped with timers
 for the length of the call and restored after. Bytes per decode call: each active row's own
-keys/values (rows x kv heads x width x head_dim x 2 x element size) plus its prompts' shared ones.
+keys/values (rows x kv heads x width x head_dim x 2 x element size) plus its prompts' shared ones
+and, once, the head common to all prompts where there is one (`--fewshot`).
 The copy floor: `torch.Tensor.copy_` of a buffer the size of the whole KV cache read per step
 (reads + writes counted, as the memory system sees them). Last line: one JSON object.
 """
