@@ -144,7 +144,8 @@ T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 def across_seeds(diffs: list[float]) -> dict | None:
     """Mean of the per-seed differences with a t interval over the seeds (df = seeds - 1): the seed is
     the unit, so a whole seed's training luck counts as noise. The pooled interval does not hold that:
-    it treats the seeds' runs as fixed and varies only the questions."""
+    it treats the seeds' runs as fixed and varies only the questions. The seeds share their test
+    questions, so this one is about another seed's run on these questions."""
     k = len(diffs)
     if k < 2:
         return None
@@ -203,7 +204,7 @@ def seeds_table(roots: list[str | Path]) -> str:
             + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed; pooled (each question's "
             "correctness averaged over the seeds; the interval varies the questions, the seeds' runs held fixed); "
             "and across seeds (the mean of the seeds' differences, a t interval over the seeds: what another "
-            "seed's run may give):\n\n"
+            "seed's run may give on these questions):\n\n"
             + "\n".join(diffs) + "\n" + _stage_table([Path(r) for r in roots], head, len(runs)))
 
 
