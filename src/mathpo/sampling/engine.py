@@ -4,9 +4,9 @@ Each (prompt, sample) is a row. A prompt is prefilled once into a prompt slot wh
 n samples share (never re-encoded or copied n times), and a head common to all of a call's prompts
 (few-shot examples) is prefilled and attended once for all of them. Every step feeds one token per
 active row; a row that ends (EOS, stop string, length) leaves at once and its slot is refilled with
-the next prompt, so no step is spent on padding or on finished rows. Per row, the calculator forces `result>>` after
-`<<expr=`, stop strings are checked on its decoded tail (pieces decoded once per token id and
-cached), and its random draws come from its own stream (`sampler.py`).
+the next prompt, so no step is spent on padding or on finished rows. Per row, the calculator forces
+`result>>` after `<<expr=`, stop strings are checked on its decoded tail (pieces decoded once per
+token id and cached), and its random draws come from its own stream (`sampler.py`).
 Used by `hf.py` (`mathpo sample`, `eval`, the pairs stage's prefix sampling).
 """
 

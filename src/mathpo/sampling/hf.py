@@ -2,8 +2,8 @@
 
 Continuous batching (`engine.py`): prompts sorted by length, each prefilled once (several packed
 into one forward) into keys/values its n samples share, a prefix common to all prompts kept once,
-finished rows replaced at once, slots sized
-to a memory budget, the calculator and stop strings per row. Small calls (the pairs stage's prefix
+finished rows replaced at once, slots sized to a memory budget, the calculator and stop strings per
+row. Small calls (the pairs stage's prefix
 rollouts) cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV
 buffer. On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a bf16 copy
 (`sample_dtype="auto"`; with `pack_linears` its linear weights packed once for oneDNN, `packed.py`);

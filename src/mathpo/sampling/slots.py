@@ -12,11 +12,11 @@ Here the cache is preallocated and written in place, in two parts per layer:
   last), so attention reads a view, never a copy.
 A decode step attends to both parts separately and merges them by their log-sum-exp (exactly the
 softmax over the concatenation, as in split-KV / flash-decoding).
-A call whose prompts all begin with the same tokens (a chat template's system turn, few-shot worked
-examples) keeps that common prefix once, in a third part [1, kv_heads, common_len, head_dim]: it is
-prefilled once, every prompt slot holds only the rest of its prompt, and a decode step reads it once
-for all rows (every row's queries as query positions of one sequence), merged like the other two
-(vLLM's cascade attention, on a CPU).
+A call whose prompts all begin with the same tokens (few-shot worked examples, a long system turn;
+the engine does it from 64 tokens on) keeps that common prefix once, in a third part
+[1, kv_heads, common_len, head_dim]: it is prefilled once, every prompt slot holds only the rest of
+its prompt, and a decode step reads it once for all rows (every row's queries as query positions of
+one sequence), merged like the other two (vLLM's cascade attention, on a CPU).
 
 The model runs with `use_cache=False` and `mathpo_kv=<SlotCache>` in its forward kwargs, which
 transformers hands to the registered attention function; the engine sets this attention only for
