@@ -156,8 +156,9 @@ def across_seeds(diffs: list[float]) -> dict | None:
     return {"diff": mean, "ci95": [mean - half, mean + half], "seeds": k}
 
 
-def _across(both: list[tuple[dict, dict]]) -> str:
-    c = across_seeds([paired(a, b)["diff"] for a, b in both])
+def _across(per_seed: list[dict]) -> str:
+    """`across_seeds` of the seeds' `paired` results, formatted as `change`."""
+    c = across_seeds([p["diff"] for p in per_seed])
     return change(c) if c else ""
 
 
@@ -191,15 +192,16 @@ def seeds_table(roots: list[str | Path]) -> str:
              "|---|---|" + "---|" * (len(runs) + 2)]
     for a, b in combinations(names, 2):
         for t in tests:
-            cells, both = [], []
+            cells, both, per_seed = [], [], []
             for _, (_, _, _, sc) in runs:
                 if (a, t) in sc and (b, t) in sc:
-                    cells.append(change(paired(sc[(a, t)], sc[(b, t)])))
+                    per_seed.append(paired(sc[(a, t)], sc[(b, t)]))
+                    cells.append(change(per_seed[-1]))
                     both.append((sc[(a, t)], sc[(b, t)]))
                 else:
                     cells.append("")
             if any(cells):
-                diffs.append(f"| {b} - {a} | {t} | {' | '.join(cells)} | {_pooled(both)} | {_across(both)} |")
+                diffs.append(f"| {b} - {a} | {t} | {' | '.join(cells)} | {_pooled(both)} | {_across(per_seed)} |")
     return ("## Arms across seeds\n\nAccuracy (%) of each arm's final model per seed; spread = max - min.\n\n"
             + "\n".join(lines) + "\n\nPaired differences (b - a) [95% interval] per seed; pooled (each question's "
             "correctness averaged over the seeds; the interval varies the questions, the seeds' runs held fixed); "
@@ -224,10 +226,11 @@ def _stage_table(roots: list[Path], head: str, width: int) -> str:
     for key in keys:
         for t in sorted({t for run in per_run for t in run.get(key, {})}):
             both = [run[key][t] for run in per_run if t in run.get(key, {})]
-            cells = [change(paired(*run[key][t])) if t in run.get(key, {}) else "" for run in per_run]
+            per_seed = [paired(*run[key][t]) if t in run.get(key, {}) else None for run in per_run]
+            cells = [change(p) if p else "" for p in per_seed]
+            every = len(both) == len(per_run)  # pooled and across only where every seed has the stage
             lines.append(f"| {label(key[0])} | {label(key[1])} | {t} | {' | '.join(cells)} | "
-                         f"{_pooled(both) if len(both) == len(per_run) else ''} | "
-                         f"{_across(both) if len(both) == len(per_run) else ''} |")
+                         f"{_pooled(both) if every else ''} | {_across(per_seed) if every else ''} |")
     return ("\nStage by stage: each evaluated model against the evaluated model it was trained from "
             "(b - a), per seed, pooled and across seeds:\n\n" + "\n".join(lines) + "\n")
 
