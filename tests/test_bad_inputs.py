@@ -69,6 +69,8 @@ def cases(d, model):
         (["sample", "--model", "no-such-model", "--dataset", str(d / "graded.jsonl"), "--out", str(d / "out")],
          "unknown model"),
         (sample[:4] + ["nope"] + sample[5:] + ["--dataset", str(d / "graded.jsonl")], "unknown template"),
+        (sample + ["--dataset", str(d / "graded.jsonl"), "vllm_args.max_num_seqs=8"], "the hf backend takes none"),
+        (sample + ["--dataset", str(d / "graded.jsonl"), "--vllm-args", "[1, 2]"], "vllm_args must be a mapping"),
         # train
         (train + ["--data", str(d / "graded.jsonl")], "--method is required"),
         (train + ["--method", "dpo"], "--data is required"),
@@ -91,6 +93,7 @@ def cases(d, model):
         (["loop", loop, "eval.after=[nope]"], "eval.after"),
         (["loop", loop, "curriculum.min_pass=0.9", "curriculum.max_pass=0.1"], "curriculum"),
         (["loop", loop, "template=nope"], "unknown template"),
+        (["loop", loop, "vllm_args.max_num_seqs=8"], "the hf backend takes none"),
         (["loop", str(d / "empty.jsonl")], "train_data is required"),
     ]
 

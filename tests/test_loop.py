@@ -198,11 +198,12 @@ def test_stage_order_is_the_runs_own_and_old_eval_folders_are_adopted(tmp_path):
 def test_backend_cache_keeps_one_model_until_it_changes(tiny_model_dir, tmp_path):
     import shutil
 
+    from mathpo.sampling import BackendSettings
     from mathpo.sampling.reuse import BackendCache
 
     other = tmp_path / "other"
     shutil.copytree(tiny_model_dir, other)
-    held = BackendCache(batch_size=4, kv_gb=0.01)
+    held = BackendCache(BackendSettings(batch_size=4, kv_gb=0.01))
     loaded, backend, cost = held.get(str(tiny_model_dir), "gsm8k")
     assert not cost["reused"] and cost["load_s"] > 0
     again, backend2, cost2 = held.get(str(tiny_model_dir), "gsm8k")

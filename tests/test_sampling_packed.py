@@ -65,13 +65,12 @@ def test_the_option_reaches_the_backend(tokenizer, tiny_model):
     # `pack_linears` in a config / `--pack-linears` go through the one backend builder
     from types import SimpleNamespace
 
-    from mathpo.sampling import make_backend
-    from mathpo.sampling.reuse import BackendCache
+    from mathpo.sampling import BackendSettings, make_backend
 
     loaded = SimpleNamespace(model=tiny_model, tokenizer=tokenizer)
-    assert make_backend(loaded, "hf", sample_dtype="bf16", pack_linears=True).packed > 0
-    assert make_backend(loaded, "hf", sample_dtype="bf16").packed == 0
-    assert BackendCache(pack_linears=True).options["pack_linears"] is True
+    assert make_backend(loaded, BackendSettings(sample_dtype="bf16", pack_linears=True)).packed > 0
+    assert make_backend(loaded, BackendSettings(sample_dtype="bf16")).packed == 0
+    assert BackendSettings.of({"pack_linears": True, "sample_dtype": "bf16"}).pack_linears is True
     from mathpo.loop_config import load_config
 
     data = {"train_data": {"synth": {"n": 8}}}

@@ -176,13 +176,14 @@ def test_loop_step_pairs_stage_on_ray(cluster, tiny_model_dir, tmp_path):
     graded = [{"id": r["id"], "question": r["question"], "gold": "5", "sample": k, "correct": k == 1,
                "completion": wrong if k == 0 else " 2 + 3 = 5.\nStep 2: The answer is 5."}
               for r in read_jsonl(tmp_path / "train.jsonl")[:3] for k in range(2)]
+    from mathpo.sampling import BackendSettings
     from mathpo.sampling.reuse import BackendCache
 
     results = {}
     for name, ray_cfg in (("one", None), ("ray", {"address": cluster})):
         d = tmp_path / name
         d.mkdir()
-        held = BackendCache(batch_size=cfg["batch_size"], ray=ray_cfg)  # what the loop's Run holds
+        held = BackendCache(BackendSettings(batch_size=cfg["batch_size"]), ray=ray_cfg)  # what the loop's Run holds
         stats = loop.step_pairs_stage({**cfg, "ray": ray_cfg}, held, str(tiny_model_dir), graded, d, None)
         held.release()  # as the loop does before training or at its end
         stats.pop("overheads")  # load and start-up times

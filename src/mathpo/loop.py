@@ -41,7 +41,7 @@ from .errors import UserError
 from .evaluation import evaluate_sets
 from .grading.metrics import summarize
 from .records import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
-from .sampling import SamplingParams
+from .sampling import BackendSettings, SamplingParams
 from .sampling.reuse import BackendCache
 from .sampling.sample_stage import sample_records
 
@@ -60,9 +60,8 @@ class Run:
         self.ran: list[str] = []  # stages run (not skipped) by this process
         self.order: list[str] = read_json(self.root / ORDER) if (self.root / ORDER).is_file() else []
         # the model of the last sampling stage and its backend, kept while the next stages use it too
-        self.held = BackendCache(cfg.get("backend", "hf"), cfg.get("dtype", "auto"), cfg.get("device", "auto"),
-                                 cfg.get("cache_dir"), cfg.get("batch_size"), cfg.get("sample_dtype", "auto"),
-                                 cfg.get("kv_gb"), ray=cfg.get("ray"), pack_linears=cfg.get("pack_linears", False))
+        self.held = BackendCache(BackendSettings.of(cfg), cfg.get("dtype", "auto"), cfg.get("device", "auto"),
+                                 cfg.get("cache_dir"), ray=cfg.get("ray"))
 
     def _reached(self, rel: str) -> None:
         if rel not in self.order:

