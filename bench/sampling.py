@@ -16,7 +16,12 @@ its defaults: vLLM's engine in bf16, eager on CPU; the calculator through its lo
 Start-up is timed apart (model load for plain; the bf16 copy and first call for mathpo; engine
 start for vLLM) and not counted in tokens/s. Settings for all: temperature 0.7, top-p 1, seed 0,
 template chat-boxed. Tokens are generated tokens up to EOS; tokens/s is wall-clock, and
-tokens per CPU-second is printed too (on a shared machine it varies less). Last line: one JSON object.
+tokens per CPU-second is printed too (on a shared machine it varies less). `--repeats R` runs the
+list R times over, interleaved (a, b, a, b, ...: a slow spell of the machine hits both), each backend
+started once; a run's figures are its median repeat's, with every repeat's tokens/s beside them, and
+each ratio is the median of the repeats' own ratios (repeat i against repeat i) with its range.
+The same seeds give the same tokens in every repeat, so the spread is the machine's timing alone.
+Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -87,51 +92,82 @@ def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int
     return backends[kind]
 
 
+def measure(run: str, loaded, backends: dict, startup: dict, texts, params, batch_size) -> dict:
+    """One run's figures: tokens, wall seconds, tokens/s (wall and per CPU-second), annotations written."""
+    model, tok = loaded.model, loaded.tokenizer
+    if run == "plain":
+        if "plain" not in backends:  # the plain run's backend is the model itself, warmed up once
+            plain_generate(model, tok, texts[:2], SamplingParams(temperature=0.7, max_new_tokens=4))
+            backends["plain"] = model
+        rows, wall, cpu = timed(lambda: plain_generate(model, tok, texts, params))
+    else:
+        b = backend_for(run, loaded, backends, startup, batch_size)
+        p = SamplingParams(**{**params.as_dict(), "stop": (), "calculator": run.endswith("-calc")})
+        results, wall, cpu = timed(lambda: b.generate(texts, p))
+        rows = [(c.text, c.tokens) for comps in results for c in comps]
+    tokens = sum(n for _, n in rows)
+    return {"tokens": tokens, "seconds": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
+            "tokens_per_cpu_s": round(tokens / cpu, 1) if cpu > 0 else None,
+            "annotations": sum(len(ANNOTATION.findall(t)) for t, _ in rows)}
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def _ratio(figures: dict, per_rep: dict, key: str, a: str, b: str, field: str = "tokens_per_s") -> None:
+    """figures[key]: the median over repeats of a's figure over b's (repeat i against repeat i)."""
+    ratios = [x[field] / y[field] for x, y in zip(per_rep[a], per_rep[b])]
+    figures[key] = round(_median(ratios), 2)
+    if len(ratios) > 1:
+        figures[f"{key}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+
+
 def bench_device(device: str, texts: list[str], params: SamplingParams, runs: list[str], model_name: str,
-                 batch_size: int | None = None) -> dict:
+                 batch_size: int | None = None, repeats: int = 1) -> dict:
     t0 = time.perf_counter()
     loaded = models.load(model_name, device=device)
-    model, tok = loaded.model, loaded.tokenizer
     startup = {"plain": round(time.perf_counter() - t0, 1)}  # loading the model: every backend pays it
-    figures = {"device": device, "model_dtype": str(model.dtype).replace("torch.", ""), "startup_s": startup}
-    backends = {}
-    for run in runs:
-        if run == "plain":
-            plain_generate(model, tok, texts[:2], SamplingParams(temperature=0.7, max_new_tokens=4))  # warm-up
-            rows, wall, cpu = timed(lambda: plain_generate(model, tok, texts, params))  # noqa: F821 (called at once)
-        else:
-            b = backend_for(run, loaded, backends, startup, batch_size)
-            p = SamplingParams(**{**params.as_dict(), "stop": (), "calculator": run.endswith("-calc")})
-            results, wall, cpu = timed(lambda: b.generate(texts, p))  # noqa: B023 (called at once)
-            rows = [(c.text, c.tokens) for comps in results for c in comps]
-            if b.name == "hf":
-                figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
-                figures.setdefault("mathpo_batch", b.batch_size)
-        tokens = sum(n for _, n in rows)
-        figures[run] = {"tokens": tokens, "seconds": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
-                        "tokens_per_cpu_s": round(tokens / cpu, 1) if cpu > 0 else None,
-                        "annotations": sum(len(ANNOTATION.findall(t)) for t, _ in rows)}
-        print(f"[{device}] {run:<12} {tokens:>7} tokens {wall:>8.1f} s {tokens / wall:>8.1f} tok/s "
-              f"{figures[run]['tokens_per_cpu_s']:>8} tok/cpu-s  annotations {figures[run]['annotations']}",
-              flush=True)
+    figures = {"device": device, "model_dtype": str(loaded.model.dtype).replace("torch.", ""),
+               "startup_s": startup, "repeats": repeats}
+    backends, per_rep = {}, {run: [] for run in runs}
+    for rep in range(repeats):
+        for run in runs:
+            f = measure(run, loaded, backends, startup, texts, params, batch_size)
+            per_rep[run].append(f)
+            label = f"{run} #{rep + 1}" if repeats > 1 else run
+            print(f"[{device}] {label:<16} {f['tokens']:>7} tokens {f['seconds']:>8.1f} s {f['tokens_per_s']:>8.1f} "
+                  f"tok/s {f['tokens_per_cpu_s']:>8} tok/cpu-s  annotations {f['annotations']}", flush=True)
+    for name in ("auto", "fp32", "packed"):
+        b = backends.get(name)
+        if b is not None:
+            figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
+            figures.setdefault("mathpo_batch", b.batch_size)
+    for run, reps in per_rep.items():  # the median repeat's figures, and every repeat's tokens/s
+        figures[run] = dict(sorted(reps, key=lambda f: f["tokens_per_s"])[(len(reps) - 1) // 2])
+        if repeats > 1:
+            figures[run]["tokens_per_s_repeats"] = [f["tokens_per_s"] for f in reps]
+            figures[run]["same_tokens"] = len({f["tokens"] for f in reps}) == 1  # the same rows each time
     for run in ("mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "vllm", "vllm-calc"):
         if run in figures and "plain" in figures:
-            figures[f"{run}_vs_plain"] = round(figures[run]["tokens_per_s"] / figures["plain"]["tokens_per_s"], 2)
-            figures[f"{run}_vs_plain_cpu"] = round(
-                figures[run]["tokens_per_cpu_s"] / figures["plain"]["tokens_per_cpu_s"], 2)
+            _ratio(figures, per_rep, f"{run}_vs_plain", run, "plain")
+            _ratio(figures, per_rep, f"{run}_vs_plain_cpu", run, "plain", "tokens_per_cpu_s")
     for a, b in (("mathpo", "vllm"), ("mathpo-calc", "vllm-calc"), ("mathpo-packed", "mathpo"),
                  ("mathpo-packed", "vllm")):
         if a in figures and b in figures:
-            figures[f"{a}_vs_{b}"] = round(figures[a]["tokens_per_s"] / figures[b]["tokens_per_s"], 2)
+            _ratio(figures, per_rep, f"{a}_vs_{b}", a, b)
     for run in ("mathpo", "vllm"):  # the calculator's cost to each backend (wall-clock tokens/s)
         if run in figures and f"{run}-calc" in figures:
             key = "calculator_overhead" if run == "mathpo" else f"{run}_calculator_overhead"
-            figures[key] = round(1 - figures[f"{run}-calc"]["tokens_per_s"] / figures[run]["tokens_per_s"], 3)
+            pairs = zip(per_rep[f"{run}-calc"], per_rep[run])
+            overheads = [1 - c["tokens_per_s"] / r["tokens_per_s"] for c, r in pairs]
+            figures[key] = round(_median(overheads), 3)
     if "vllm" in backends:  # its engine processes go before the next device loads a model
         from mathpo.sampling import vllm as vllm_backend
 
         vllm_backend.release()
-    del backends, model, loaded
+    del backends, loaded
     return figures
 
 
@@ -146,8 +182,11 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", default="auto", help="auto (cpu, and cuda when present), cpu, cuda")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--batch-size", type=int, default=None, help="mathpo's rows together (default: its own)")
+    ap.add_argument("--repeats", type=int, default=1, help="run the list this many times, interleaved")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     torch.set_num_threads(args.threads)
     runs = [r for r in args.runs.split(",") if r]
     if any(r not in RUNS for r in runs):
@@ -161,12 +200,16 @@ def main(argv=None) -> int:
     params = SamplingParams(n=args.n, temperature=0.7, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0)
     result = {"bench": "sampling", "model": args.model, "questions": len(texts), "n": args.n, "fewshot": args.fewshot,
               "max_new_tokens": args.max_new_tokens, "temperature": 0.7, "top_p": 1.0, "threads": args.threads,
-              "plain_batch": 32, "cpu_count": os.cpu_count(),
+              "plain_batch": 32, "cpu_count": os.cpu_count(), "repeats": args.repeats,
               "prompt_tokens_mean": round(sum(len(tok(t).input_ids) for t in texts) / len(texts), 1)}
     for device in devices:
-        result[device] = bench_device(device, texts, params, runs, args.model, args.batch_size)
+        result[device] = bench_device(device, texts, params, runs, args.model, args.batch_size, args.repeats)
     for device in devices:
         f = result[device]
+        if args.repeats > 1:
+            ranges = {k[:-len("_range")]: v for k, v in f.items() if k.endswith("_range")}
+            print(f"[{device}] ratios: median of {args.repeats} repeats, [min, max]: "
+                  + ", ".join(f"{k} {f[k]}x {v}" for k, v in ranges.items()))
         print(f"[{device}] mathpo vs plain: {f.get('mathpo_vs_plain')}x wall, {f.get('mathpo_vs_plain_cpu')}x "
               f"per CPU-second; calculator overhead: {f.get('calculator_overhead')}")
         if any(k.startswith("vllm") for k in f):
