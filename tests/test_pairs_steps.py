@@ -133,6 +133,36 @@ def test_probe_estimates_unsolved_questions_by_rollouts():
     assert res.error is None and res.reason == "question_never_solved" and res.rollouts == 4
 
 
+class CutOff:
+    """Every continuation states the gold number but runs out of tokens before an answer marker."""
+
+    def __init__(self, finish):
+        self.finish = finish
+
+    def generate(self, prompts_, params, progress=None):
+        return [[Completion(" So 16 - 7 = 9", 5, self.finish)] * params.n for _ in prompts_]
+
+
+def test_a_rollout_cut_at_the_token_limit_has_not_reached_the_answer():
+    # graded as text alone, " So 16 - 7 = 9" reads as the answer 9; cut at max_new_tokens it has none
+    (stopped,) = RolloutLocator(CutOff("stop"), PARAMS, rollouts=4, chunk=4).locate([task()])
+    assert stopped.error == 5 and all(ok for ok, _ in stopped.rates.values())  # every prefix "solvable"
+    (cut,) = RolloutLocator(CutOff("length"), PARAMS, rollouts=4, chunk=4).locate([task()])
+    assert cut.error == 1 and cut.rates[1] == [0, 4] and not cut.successes[1]  # no rollout reached the answer
+    from mathpo.pairs.rectify import sample_fixes
+
+    assert sample_fixes(CutOff("stop"), PARAMS, [("P", "Step 1:", GOLD)], 2) == ([[" So 16 - 7 = 9"] * 2], 2)
+    assert sample_fixes(CutOff("length"), PARAMS, [("P", "Step 1:", GOLD)], 2) == ([[]], 2)
+
+
+def test_a_wrong_solution_without_a_final_answer_is_not_located():
+    # cut off mid-step: its steps may all be right, the last one only unfinished (no pair to learn from)
+    rows = graded()
+    rows[0] = {**rows[0], "completion": "".join(WRONG[:2]) + "Step 3: She bakes 5, 13 -", "truncated": "length"}
+    _, stats = steps.build(rows, KnownSampler(poison=[WRONG[2]]), None, "chat-step", rollouts=4, chunk=4)
+    assert stats["skipped"]["cut_off"] == 1 and stats["wrong_solutions"] == 2  # the two complete wrong ones
+
+
 def graded(template_prompt="<chat>How many?<assistant>Let's think step by step.\nStep 1:"):
     base = {"id": "q1", "question": "How many?", "gold": GOLD, "prompt": template_prompt, "dataset": "gsm8k"}
     return [{**base, "sample": 0, "completion": "".join(WRONG), "correct": False},

@@ -121,7 +121,7 @@ class _Search:
 class RolloutLocator:
     def __init__(self, backend, params: SamplingParams, rollouts: int = 8, chunk: int | None = None,
                  search: str = "binary", margin: float | None = None, probe_unsolved: bool = False,
-                 grade: Callable[[str, str], dict] = grading.grade):
+                 grade: Callable[..., dict] = grading.grade):
         if search not in ("binary", "linear"):
             raise ValueError(f"search must be binary or linear, got {search}")
         if margin is not None and search == "binary":
@@ -154,8 +154,9 @@ class RolloutLocator:
                 outs = self.backend.generate([s.task.prompt + h for s, h in zip(members, heads)], params)
                 self.calls += 1
                 for s, head, comps in zip(members, heads, outs):
-                    texts = [c.text for c in comps]
-                    s.record([bool(self.grade(head + t, s.task.gold)["correct"]) for t in texts], texts)
+                    # graded with its finish: a rollout cut at the token limit has not reached the answer
+                    ok = [bool(self.grade(head + c.text, s.task.gold, finish=c.finish)["correct"]) for c in comps]
+                    s.record(ok, [c.text for c in comps])
             rnd += 1
             for s in active:
                 if s.want(self.chunk) == 0:

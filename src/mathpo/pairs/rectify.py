@@ -48,13 +48,13 @@ def candidates(rejected: str, continuations: list[str], mode: str, limit: int, m
 
 
 def sample_fixes(backend, params: SamplingParams, jobs: list[tuple[str, str, str]], n: int,
-                 grade: Callable[[str, str], dict] = grading.grade) -> tuple[list[list[str]], int]:
+                 grade: Callable[..., dict] = grading.grade) -> tuple[list[list[str]], int]:
     """For each (prompt, answer_prefix, gold) job sample n continuations; return those reaching
     gold, per job, and the rollouts spent."""
     if not jobs or n < 1:
         return [[] for _ in jobs], 0
     p = SamplingParams(**{**params.as_dict(), "n": n, "seed": params.seed + 7919, "stop": tuple(params.stop)})
     outs = backend.generate([prompt + head for prompt, head, _ in jobs], p)
-    fixes = [[c.text for c in comps if grade(head + c.text, gold)["correct"]]
+    fixes = [[c.text for c in comps if grade(head + c.text, gold, finish=c.finish)["correct"]]
              for (_, head, gold), comps in zip(jobs, outs)]
     return fixes, n * len(jobs)

@@ -56,6 +56,9 @@ def collect(graded_rows: list[dict], tokenizer, template: str, split_mode: str,
             if r["correct"] or r["completion"].strip() in seen:
                 continue
             seen.add(r["completion"].strip())
+            if r.get("truncated"):  # no final answer: every step may be right, the last one just unfinished
+                stats["skipped"]["cut_off"] += 1
+                continue
             if max_per_question is not None and taken >= max_per_question:
                 stats["skipped"]["over_max_per_question"] += 1
                 continue
