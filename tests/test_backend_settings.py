@@ -17,7 +17,8 @@ def test_read_from_a_commands_settings_with_defaults():
     assert BackendSettings.of({}) == BackendSettings()
     s = BackendSettings.of({"backend": "vllm", "batch_size": 8, "kv_gb": 0.5, "vllm_args": "{max_num_seqs: 16}"})
     assert (s.name, s.batch_size, s.kv_gb, s.vllm_args) == ("vllm", 8, 0.5, {"max_num_seqs": 16})
-    assert s.options() == {"batch_size": 8, "kv_gb": 0.5, "max_num_seqs": 16}  # hf's knobs are not vLLM's
+    assert s.options() == {"batch_size": 8, "kv_gb": 0.5, "dtype": "auto", "max_num_seqs": 16}  # not hf's knobs
+    assert BackendSettings.of({"backend": "vllm", "dtype": "float16"}).options()["dtype"] == "float16"
     hf = BackendSettings.of({"sample_dtype": "fp32", "pack_linears": True})
     assert hf.options() == {"batch_size": None, "kv_gb": None, "sample_dtype": "fp32", "pack_linears": True}
     with pytest.raises(UserError, match="must be a mapping"):
@@ -64,11 +65,12 @@ def test_vllm_args_reach_the_engine_and_win_over_mathpos_own(monkeypatch, tiny_m
     monkeypatch.setattr(vllm_backend, "_current", None)  # the session's real engine, if any, is put back after
     monkeypatch.setattr(vllm_backend, "_import_vllm", lambda: SimpleNamespace(LLM=LLM))
     monkeypatch.setattr(vllm_backend, "on_cpu", lambda: True)
-    settings = BackendSettings("vllm", kv_gb=0.25, vllm_args={"max_num_seqs": 8, "enforce_eager": False})
+    settings = BackendSettings("vllm", kv_gb=0.25, vllm_args={"max_num_seqs": 8, "enforce_eager": False},
+                               dtype="float32")
     make_backend(SimpleNamespace(path=str(tiny_model_dir)), settings.check(), "gsm8k")
     (args,) = built
     assert args["model"] == str(tiny_model_dir) and args["logits_processors"] == [vllm_backend.CALCULATOR]
-    assert args["max_num_seqs"] == 8
+    assert args["max_num_seqs"] == 8 and args["dtype"] == "float32"  # the command's --dtype, not dropped
     assert args["enforce_eager"] is False  # the user's argument over mathpo's CPU default (eager)
     assert args["kv_cache_memory_bytes"] == int(0.25 * (1 << 30))  # kv_gb, as without vllm_args
     assert args["enable_chunked_prefill"] is False  # mathpo's own CPU settings stay where not overridden

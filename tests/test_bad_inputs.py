@@ -94,6 +94,11 @@ def cases(d, model):
         (["loop", loop, "curriculum.min_pass=0.9", "curriculum.max_pass=0.1"], "curriculum"),
         (["loop", loop, "template=nope"], "unknown template"),
         (["loop", loop, "vllm_args.max_num_seqs=8"], "the hf backend takes none"),
+        (["loop", loop, "train_data={dataset: gsm8k, spilt: train}"], "did you mean split"),
+        (["loop", loop, "test_sets.g=gsm8k"], "test_sets.g must be a data spec"),
+        (["loop", loop, "dpo.k=0"], "dpo.k must be >= 1"),
+        (["loop", loop, "sample.questions=-1"], "sample.questions must be a positive number"),
+        (["loop", loop, "warmup_sft.lora=true", "warmup_sft.merge_lora=false"], "merge_lora: false is not supported"),
         (["loop", str(d / "empty.jsonl")], "train_data is required"),
     ]
 

@@ -159,6 +159,29 @@ def test_curriculum_orders_easy_first_and_filters():
     assert loop.curriculum_order({"curriculum": {"enabled": False}}, graded) is None
 
 
+def test_a_split_left_out_is_the_roles_own_and_overlap_is_reported(tmp_path, capsys):
+    cfg = {"data_dir": None, "train_data": {"synth": {"n": 30}},
+           "test_sets": {"held_out": {"synth": {"n": 10}},  # no split: the test split, never train's
+                         "seen": {"synth": {"n": 10, "split": "train"}}}}
+    stats = loop.make_data(cfg, tmp_path)
+    assert stats["test_in_train"] == {"held_out": 0, "seen": 10}
+    assert "test set seen: 10 of 10 questions are also in train_data" in capsys.readouterr().out
+    train = {r["question"] for r in read_jsonl(tmp_path / "train.jsonl")}
+    assert not train & {r["question"] for r in read_jsonl(tmp_path / "test" / "held_out.jsonl")}
+
+
+def test_curriculum_keeps_pooled_rows_of_earlier_iterations():
+    # iteration 2 samples only question b; pooled rows of a (iteration 1's window) keep a's rate from then
+    earlier = [{"id": "a", "correct": c} for c in (1, 0)]
+    now = [{"id": "b", "correct": c} for c in (0, 1)] + [{"id": "c", "correct": 0}, {"id": "c", "correct": 0}]
+    cfg = {"curriculum": {"enabled": True, "min_pass": 0.0, "max_pass": 1.0}}
+    assert loop.curriculum_order(cfg, now) == {"b": 0.5, "c": 0.0}  # this iteration alone: a's rows dropped
+    order = loop.curriculum_order(cfg, now, earlier + now)
+    assert order == {"a": 0.5, "b": 0.5, "c": 0.0}
+    stale = [{"id": "b", "correct": 0}] * 2  # b's rate this iteration wins over an earlier one
+    assert loop.curriculum_order(cfg, now, stale + now)["b"] == 0.5
+
+
 def test_questions_window_and_which_solutions_stay():
     train = [{"id": str(i), "question": f"q{i}", "gold": "1", "solution": "s"} for i in range(10)]
     cfg = load_config(None, ["warmup_sft.limit=3", "sample.questions=4", "sample.start=2"],

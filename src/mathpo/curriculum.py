@@ -7,12 +7,14 @@ from __future__ import annotations
 from .grading.metrics import pass_rates
 
 
-def curriculum_order(cfg: dict, graded: list[dict]) -> dict | None:
-    """{id: pass rate} of the questions to keep, or None when the curriculum is off."""
+def curriculum_order(cfg: dict, graded: list[dict], pooled: list[dict] = ()) -> dict | None:
+    """{id: pass rate} of the questions to keep, or None when the curriculum is off. Rates come from
+    this iteration's samples (`graded`); a question only an earlier iteration sampled (in `pooled`,
+    the rows a pooled stage reads) keeps the rate it had then, so pooling still brings its rows."""
     c = cfg["curriculum"]
     if not c["enabled"]:
         return None
-    rates = pass_rates(graded)
+    rates = {**(pass_rates(list(pooled)) if pooled else {}), **pass_rates(graded)}
     return {k: v for k, v in rates.items() if c["min_pass"] <= v <= c["max_pass"]}
 
 

@@ -96,24 +96,27 @@ class Run:
 
 # ---- data -------------------------------------------------------------------------------------
 
-def load_spec(spec: dict, root: str | None) -> list[dict]:
-    """A data spec: `{synth: {n, steps, seed, split}}` or `{dataset, split, limit}` (see data.load)."""
+def load_spec(spec: dict, root: str | None, role: str = "test") -> list[dict]:
+    """A data spec: `{synth: {n, steps, seed, split}}` or `{dataset, split, limit}` (see data.load),
+    checked when the config loads (loop_config.check_data_spec). A split left out is the role's own:
+    `train` for train_data, `test` for a test set, so neither ever reads the other's by default."""
     if "synth" in spec:
-        s = spec["synth"]
+        s = spec["synth"] or {}
         return synth.generate(s.get("n", 200), synth.parse_steps(s.get("steps", "1-4")), s.get("seed", 0),
-                              s.get("split", "train"))
+                              s.get("split") or role)
     if not spec.get("dataset"):
         raise UserError(f"data spec {spec} needs 'dataset' or 'synth'")
-    return data.load(spec["dataset"], spec.get("split", "test"), spec.get("limit"), root or spec.get("data_dir"))
+    return data.load(spec["dataset"], spec.get("split") or role, spec.get("limit"), root or spec.get("data_dir"))
 
 
 def make_data(cfg: dict, d: Path) -> dict:
-    train = load_spec(cfg["train_data"], cfg["data_dir"])
+    train = load_spec(cfg["train_data"], cfg["data_dir"], "train")
     write_jsonl(d / "train.jsonl", train)
-    stats = {"train": len(train), "test_sets": {}}
+    stats = {"train": len(train), "test_sets": {}, "test_in_train": {}}
+    seen = {_question_key(r) for r in train}
     for name, spec in cfg["test_sets"].items():
         try:
-            rows = load_spec(spec, cfg["data_dir"])
+            rows = load_spec(spec, cfg["data_dir"], "test")
         except UserError as e:
             if not spec.get("optional"):
                 raise
@@ -121,7 +124,16 @@ def make_data(cfg: dict, d: Path) -> dict:
             continue
         write_jsonl(d / "test" / f"{name}.jsonl", rows)
         stats["test_sets"][name] = len(rows)
+        # a test question that is also a training question measures recall, not reasoning: said, not hidden
+        leaked = sum(_question_key(r) in seen for r in rows)
+        stats["test_in_train"][name] = leaked
+        if leaked:
+            print(f"  warning: test set {name}: {leaked} of {len(rows)} questions are also in train_data")
     return stats
+
+
+def _question_key(r: dict) -> str:
+    return " ".join(str(r.get("question", "")).split()).lower()
 
 
 # ---- model-using stages -----------------------------------------------------------------------
@@ -285,8 +297,8 @@ def dpo_st(run: Run, k: int, current: str, base: str, warm: str, questions: list
     run.stage(f"{it}/sample", lambda d: sample_stage(cfg, run.held, current, questions, cfg["sample"], cfg["template"],
                                                      cfg["seed"] + k, d))
     graded = read_jsonl(run.root / it / "sample" / "graded.jsonl")
-    order = curriculum_order(cfg, graded)
     pooled = _pooled(run, k, "sample", where) if cfg["dpo"]["pool"] else graded
+    order = curriculum_order(cfg, graded, pooled)
     run.stage(f"{it}/pairs", lambda d: pairs_stage("dpo", pooled, tokenizer, cfg["template"],
                                                    {"k": cfg["dpo"]["k"], "threshold": cfg["dpo"]["threshold"]},
                                                    d, order))

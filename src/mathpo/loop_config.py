@@ -199,6 +199,19 @@ def check(cfg: LoopConfig) -> LoopConfig:
             raise UserError(f"arms: '{name}' cannot name a folder (letters, digits, - _ .; not data or iter_*)")
     if not isinstance(cfg.train_data, dict):
         raise UserError("train_data is required: {synth: {n: 400}} or {dataset: gsm8k, split: train}")
+    check_data_spec(cfg.train_data, "train_data")
+    for name, spec in cfg.test_sets.items():
+        check_data_spec(spec, f"test_sets.{name}", test=True)
+    for name in ("sample", "rft", "step", "eval"):  # SamplingParams' own rules, before any stage runs
+        _sampling(getattr(cfg, name), name)
+    for name, value in (("sample.questions", cfg.sample.questions), ("step.questions", cfg.step.questions),
+                        ("warmup_sft.limit", cfg.warmup_sft.limit)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be a positive number (or left out: all), got {value}")
+    if cfg.dpo.k < 1:
+        raise UserError(f"dpo.k must be >= 1 (pairs per question), got {cfg.dpo.k}")
+    if not 0 < cfg.rft.cap_percentile <= 100:
+        raise UserError(f"rft.cap_percentile must be in (0, 100], got {cfg.rft.cap_percentile}")
     if cfg.iterations < 0:
         raise UserError(f"iterations must be a non-negative integer, got {cfg.iterations}")
     if cfg.sft.restart not in ("base", "warmup", "continue"):
@@ -217,6 +230,9 @@ def check(cfg: LoopConfig) -> LoopConfig:
         raise UserError("curriculum: need 0 <= min_pass <= max_pass <= 1")
     for section, method in TRAINING.items():
         s = getattr(cfg, section)
+        if s.lora and not s.merge_lora:  # its output would be an adapter folder, which no later stage loads
+            raise UserError(f"{section}.merge_lora: false is not supported in the loop (the next stage samples "
+                            "from a whole model); keep the default true, or train the adapter with `mathpo train`")
         for own in ("peft", "merge_lora"):
             if own in s.overrides:
                 raise UserError(f"{section}.overrides.{own}: mathpo's LoRA settings go in {section}.{own}")
@@ -228,6 +244,47 @@ def check(cfg: LoopConfig) -> LoopConfig:
     BackendSettings.of(cfg.as_dict()).check()
     distributed_ray.settings(cfg.ray)  # its keys, and Ray installed
     return cfg
+
+
+SYNTH_KEYS = {"n", "steps", "seed", "split"}
+DATASET_KEYS = {"dataset", "split", "limit", "data_dir"}
+
+
+def check_data_spec(spec, where: str, test: bool = False) -> None:
+    """A data spec's shape (`mathpo.loop.load_spec` reads it): a mapping with `synth: {n, steps, seed,
+    split}` or `dataset` (+ split, limit, data_dir); test sets may add `optional: true`. A misspelt key
+    would otherwise fall back to a default silently (`spilt: train` read as the test split)."""
+    from .config import unknown_key
+
+    if not isinstance(spec, dict):
+        raise UserError(f"{where} must be a data spec such as {{dataset: gsm8k, split: test}}, got {spec!r}")
+    own = ({"optional"} if test else set())
+    if "synth" in spec:
+        for key in spec:
+            if key not in {"synth"} | own:
+                raise unknown_key(f"{where}.{key}", {"synth"} | own, "data spec key")
+        synth = spec["synth"] or {}
+        if not isinstance(synth, dict):
+            raise UserError(f"{where}.synth must be a section such as {{n: 200, steps: 1-4}}")
+        for key in synth:
+            if key not in SYNTH_KEYS:
+                raise unknown_key(f"{where}.synth.{key}", SYNTH_KEYS, "synth key")
+        return
+    if not spec.get("dataset"):
+        raise UserError(f"{where} needs 'dataset' or 'synth'")
+    for key in spec:
+        if key not in DATASET_KEYS | own:
+            raise unknown_key(f"{where}.{key}", DATASET_KEYS | own, "data spec key")
+
+
+def _sampling(section: Sampling, where: str) -> None:
+    from .sampling import SamplingParams
+
+    try:
+        SamplingParams(n=section.n, temperature=section.temperature, top_p=section.top_p,
+                       max_new_tokens=section.max_new_tokens)
+    except UserError as e:
+        raise UserError(f"{where}.{e}") from None
 
 
 def step_pair_options(cfg: dict) -> StepPairOptions:

@@ -39,8 +39,8 @@ def st(run: Run, k: int, current: str, base: str, warm: str, questions: list[dic
     run.stage(f"{it}/st_sample", lambda d: sample_stage(cfg, run.held, current, questions, section, cfg["template"],
                                                         cfg["seed"] + k, d))
     graded = read_jsonl(run.root / it / "st_sample" / "graded.jsonl")
-    order = curriculum_order(cfg, graded)
     pooled = _pooled(run, k, "st_sample", where) if cfg["rft"]["pool"] else graded
+    order = curriculum_order(cfg, graded, pooled)
     start = {"base": base, "warmup": warm, "continue": current}[cfg["sft"]["restart"]]
     return rft_sft(run, it, pooled, tokenizer, order, start, ("st_rft", "st_sft", "st"), final)
 

@@ -23,7 +23,8 @@ def new_command(sub, name: str, help: str, func) -> tuple[argparse.ArgumentParse
 def model_options(opts: Options) -> None:
     opts.add("--model", default="smollm2-135m-instruct",
              help="local HF folder, hub id, or embedded name (smollm2-135m-instruct)")
-    opts.add("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    opts.add("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU; with --backend vllm, vLLM's "
+             "auto: the checkpoint's dtype), float32, bfloat16, float16")
     opts.add("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
     opts.add("--cache-dir", default=None, help="where converted embedded models live (else $MATHPO_CACHE)")
 

@@ -109,13 +109,15 @@ class BackendSettings:
     `loop` (their `backend, batch_size, sample_dtype, kv_gb, pack_linears, vllm_args` keys).
     `kv_gb` sizes either backend's KV cache, `sample_dtype` and `pack_linears` are the hf one's,
     `vllm_args` are vLLM engine arguments (`vllm.LLM(**vllm_args)`: tensor_parallel_size,
-    max_num_seqs, ...; they win over mathpo's own CPU settings)."""
+    max_num_seqs, ...; they win over mathpo's own CPU settings). `dtype` is the command's `--dtype`:
+    the hf backend's model is loaded in it before the backend is built, vLLM loads its own in it."""
     name: str = "hf"
     batch_size: int | None = None
     sample_dtype: str = "auto"
     kv_gb: float | None = None
     pack_linears: bool = False
     vllm_args: dict = field(default_factory=dict)
+    dtype: str = "auto"
 
     @classmethod
     def of(cls, cfg: dict) -> BackendSettings:
@@ -128,7 +130,8 @@ class BackendSettings:
         if not isinstance(args, dict):
             raise UserError(f"vllm_args must be a mapping such as '{{max_num_seqs: 64}}', got {args!r}")
         return cls(cfg.get("backend") or "hf", cfg.get("batch_size"), cfg.get("sample_dtype") or "auto",
-                   cfg.get("kv_gb"), bool(cfg.get("pack_linears")), {str(k): v for k, v in args.items()})
+                   cfg.get("kv_gb"), bool(cfg.get("pack_linears")), {str(k): v for k, v in args.items()},
+                   cfg.get("dtype") or "auto")
 
     def check(self) -> BackendSettings:
         """UserError for an unknown backend, a missing extra, or vllm_args that vLLM would refuse
@@ -159,7 +162,7 @@ class BackendSettings:
         if self.name == "hf":
             options.update(sample_dtype=self.sample_dtype, pack_linears=self.pack_linears)
         else:
-            options.update(self.vllm_args)
+            options.update(dtype=self.dtype, **self.vllm_args)
         return options
 
 
