@@ -34,3 +34,15 @@ def test_each_stage_against_its_start_model(tmp_path):
     assert "| it1:sft | it1:dpo | t | 4 | +0.0 [" in text and "| 1/1 | 1 |" in text
     assert "it0:warmup_sft | base" not in text  # the base model was not evaluated: no row
     assert stage_gains(root, evals[:1]) == ""
+
+
+def test_a_run_named_like_a_stage_folder_still_maps_its_models(tmp_path):
+    from mathpo.report import _in_run
+
+    root = tmp_path / "moved" / "dpo"  # a run called dpo, moved after it ran
+    (root / "iter_1" / "dpo" / "model").mkdir(parents=True)
+    (root / "iter_1" / "sft" / "model").mkdir(parents=True)
+    recorded = "runs/dpo/iter_1/dpo/model"  # as the stages wrote it, relative to where the loop ran
+    assert _in_run(root, recorded) == str((root / "iter_1" / "dpo" / "model").resolve())
+    assert _in_run(root, "runs/dpo/iter_1/sft/model") == str((root / "iter_1" / "sft" / "model").resolve())
+    assert _in_run(root, str(tmp_path / "base")) == str((tmp_path / "base").resolve())  # outside the run

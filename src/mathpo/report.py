@@ -199,9 +199,15 @@ def _in_run(root: Path, path: str) -> str:
     """A model path as the stages recorded it (relative to the loop's working folder, or absolute),
     as a path inside this run folder where it lies in one, so a moved run folder still matches."""
     parts = Path(path).parts
-    if root.name in parts:
-        i = len(parts) - 1 - parts[::-1].index(root.name)
-        return str(root.resolve().joinpath(*parts[i + 1:]))
+    # the run folder's name may also name a folder inside it (a run called `dpo` holds iter_1/dpo/):
+    # the first occurrence whose rest lies in the run folder is the run folder itself
+    hits = [i for i, p in enumerate(parts) if p == root.name]
+    for i in hits:
+        inside = root.resolve().joinpath(*parts[i + 1:])
+        if inside.exists():
+            return str(inside)
+    if hits:
+        return str(root.resolve().joinpath(*parts[hits[-1] + 1:]))
     return str(Path(path).resolve())
 
 
