@@ -50,6 +50,24 @@ GSM8K = [
      "3", False),
     ("Total: 18\n\nProblem: compute 2+2=4", "18", False),
     ("Total eggs 16, eaten 3, baked 4: 16-3-4=9 left. 9*2=18. #### 18\nHuman: thanks! 7", "18", True),
+    # Markdown headings written with `####` are no answer marker; the first real marker still wins
+    ("#### Step 1: Find the total\nShe buys 5 + 6 = 11 pens.\n#### 11", "11", True),
+    ("#### **Step 1: Add 3 + 4 = 7**\n#### Step 2: Double it\n7 * 2 = 14\n#### 14", "14", True),
+    ("#### Step 1\n3 + 4 = 7\n#### Step 2\n7 * 2 = 14\n#### 14\n#### Step 3: Check\n#### 15", "14", True),
+    ("#### Solution\nShe has 20 - 8 = 12 marbles.\n#### 12", "12", True),
+    ("#### Step-by-step solution\n#### Calculating the total cost\n2 * 9 = 18\n#### $18", "$18", True),
+    ("#### Final Answer\nThe answer is 9.", "9", True),
+    ("#### Final Answer:\n#### 9", "9", True),
+    ("#### Solution: 42", "42", True),  # a section word with an answer after it is the answer
+    ("#### Solution: The total is 42", "42", True),
+    ("#### Step 3: 42", "Step 3: 42", True),  # ambiguous: kept whole, as before
+    ("#### Tuesday", "Tuesday", True),  # one word: an answer, not a heading
+    ("#### twenty four", "twenty four", True),  # number words: an answer
+    ("#### 18\n#### Step 1: Next, 5 + 6 = 11\n#### 11", "18", True),
+    # the sign before a dollar sign is kept
+    ("She owes 3 - 8 = -5 dollars.\n#### -$5", "-$5", True),
+    ("#### $-5", "$-5", True),
+    ("#### -$1,080.", "-$1,080", True),
 ]
 
 MATH = [
@@ -94,6 +112,11 @@ def test_extract(completion, pred, strict):
     ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", "72"),
     ("#### 1,000\n", "1,000"),
     ("no marker here", None),
+    ("#### Step 1: Find the total\n5 + 6 = 11\n#### 11", "11"),
+    ("#### Solution\n#### Step 2\n#### Answer: 17", "Answer: 17"),
+    ("#### Step 1: Find the total\n#### Final Answer", None),
+    ("#### \n", None),
+    ("#### 18\n#### 20", "18"),
 ])
 def test_after_hashes(solution, gold):
     assert after_hashes(solution) == gold
@@ -123,6 +146,10 @@ def test_last_boxed(text, content):
     ("x = \\boxed{\\dfrac{1}{2004!}}", "\\frac{1}{2006!}", False, False),
     ("#### 18\n\nQuestion: Tom buys 20 apples...\nAnswer: #### 20", "18", True, True),
     ("#### 18\n\nQuestion: Tom buys 20 apples...\nAnswer: #### 20", "20", False, False),
+    ("#### Step 1: Find the total\n...\n#### 11", "11", True, True),
+    ("#### Step 1: Find the total\n...\n#### 11", "1", False, False),
+    ("#### -$5", "-5", True, True),
+    ("#### -$5", "5", False, False),
 ])
 def test_grade_rows_verdicts(completion, gold, correct, strict_correct):
     g = grade(completion, gold)

@@ -110,3 +110,36 @@ def test_grade_command_user_errors(tmp_path):
     bad.write_text('{"completion": "x"}\n')
     assert main(["grade", str(bad), "--output", str(tmp_path / "o.jsonl")]) == 2
     assert main(["grade", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 2
+
+
+def _vote_row(pred, correct, truncated=None):
+    return {"id": "q", "pred": pred, "correct": correct, "strict_correct": correct, "truncated": truncated}
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 0, 2), (2, 1, 0), (2, 0, 1)])
+def test_maj_ignores_cut_off_rows_and_row_order(order):
+    # a cut-off "12" (never graded correct), a boxed "12" (right), a "7"; gold 12
+    rows = [_vote_row("12", False, "length"), _vote_row("12", True), _vote_row("7", False)]
+    assert summarize([rows[i] for i in order], ks=[3])["maj@3"] == 0.5  # the cut-off row has no vote: 1-1 tie
+    assert sorted(len(c) for c in answer_classes([rows[i] for i in order])) == [1, 1]
+
+
+def test_maj_cut_off_rows_do_not_vote():
+    rows = [_vote_row("7", False, "length"), _vote_row("7", False, "repetition"), _vote_row("12", True)]
+    assert summarize(rows, ks=[3])["maj@3"] == 1.0  # two cut-off 7s do not outvote one finished 12
+    assert majority(rows)["pred"] == "12"
+    assert summarize([_vote_row("12", False, "length")], ks=[1])["maj@1"] == 0.0  # no vote at all
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 0, 2), (2, 0, 1)])
+def test_maj_class_is_right_when_any_of_its_rows_is(order):
+    # "12" and "12.0" are one class; the second lost its symbolic check (timeout, graded wrong)
+    rows = [_vote_row("12", True), {**_vote_row("12.0", False), "timeout": True}, _vote_row("7", False)]
+    assert summarize([rows[i] for i in order], ks=[3])["maj@3"] == 1.0
+
+
+def test_maj_ties_score_the_share_of_tied_classes_that_are_right():
+    right, wrong = _vote_row("12", True), _vote_row("7", False)
+    assert summarize([right, wrong], ks=[2])["maj@2"] == summarize([wrong, right], ks=[2])["maj@2"] == 0.5
+    three = [right, wrong, _vote_row("9", False)]
+    assert summarize(three, ks=[3])["maj@3"] == pytest.approx(1 / 3)

@@ -47,6 +47,9 @@ CASES = [
     ("The answer is $18 dollars$.", "18", True, False, "mathpo: unit words are dropped"),
     ("$\\boxed{8\\,000}$", "8000", True, False, "mathpo: \\, between thousands is a separator"),
     ("#### 18 dollars", "18", True, True, "both"),
+    # a `####` Markdown heading is no answer marker (mathpo once read "1" from "Step 1")
+    ("#### Step 1: Find the total\nShe buys 5 + 6 = 11 pens.\n#### 11", "11", True, True, "both: heading skipped"),
+    ("She owes 3 - 8 = -5 dollars.\n#### -$5", "-5", True, True, "both: sign before $ kept"),
 ]
 
 

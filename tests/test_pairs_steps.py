@@ -391,3 +391,28 @@ def test_step_prompt_is_what_rollouts_continued(tokenizer):
 
     text = formats.step_prompt(tokenizer, STEP_ROW, "chat-step")
     assert text == prompts.render(tokenizer, "What is 2+2?", "chat-step", prefix=" We add.\nStep 2:")
+
+
+@pytest.mark.parametrize("reply,verdicts", [
+    # the verdict is the first verdict word of the step's line; the reason after it does not flip it
+    ("Step 1: correct\nStep 2: correct, nothing wrong.", {1: "correct", 2: "correct"}),
+    ("Step 1: Correct - no mistake here.\nStep 2: Incorrect: the correct total is 12, not 13.",
+     {1: "correct", 2: "incorrect"}),
+    ("Step 1: correct (no errors)\nStep 2: wrong, although the method is right", {1: "correct", 2: "incorrect"}),
+    ("Step 1: neutral, but not wrong\nStep 2: incorrect", {1: "neutral", 2: "incorrect"}),
+    ("Step 1: The right triangle has legs 3 and 4, so the area is wrong.", {1: "incorrect"}),
+    ("Step 1: nothing wrong here\nStep 2: no mistakes\nStep 3: not correct", {1: "correct", 2: "correct",
+                                                                          3: "incorrect"}),
+    ("Step 1: error-free\nStep 2: there are errors in the sum", {1: "correct", 2: "incorrect"}),
+    # JSON values likewise
+    ('{"1": "correct (no mistake)", "2": "incorrect"}', {1: "correct", 2: "incorrect"}),
+    ('[{"step": 1, "verdict": "correct - nothing is wrong"}, {"step": 2, "verdict": "incorrect, the correct '
+     'value is 9"}]', {1: "correct", 2: "incorrect"}),
+])
+def test_judge_reply_parser_reads_the_first_verdict_word(reply, verdicts):
+    assert judge.parse_verdicts(reply) == verdicts
+
+
+def test_judge_first_error_with_reasons_after_the_verdict():
+    reply = "Step 1: correct, nothing wrong.\nStep 2: correct (no mistake)\nStep 3: incorrect, the correct sum is 9"
+    assert judge.first_error(judge.parse_verdicts(reply), 3) == 3

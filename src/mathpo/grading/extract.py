@@ -2,7 +2,7 @@
 
 `extract_answer(completion) -> (pred, strict)` takes, in priority order:
 1. the last brace-balanced `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`),
-2. GSM8K's `#### N`,
+2. GSM8K's `#### N` (the first such marker; a Markdown heading `#### Step 1: ...` is none),
 3. Minerva's "The final answer is $X$. I hope it is correct.",
 4. "The (final) answer is X" / "Final Answer: X",
 and only then 5. the last number (strict = False: no explicit marker).
@@ -61,15 +61,56 @@ def last_boxed(text: str) -> str | None:
 
 
 _HASHES = re.compile(r"#{4,}\s*([^\n]*)")  # a fifth "#" (`##### 17`) is part of the marker
+_ANSWER_LABEL = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:)\s*", re.I)
+# Markdown headings written with `####`: a section word, maybe numbered ("Step 1: Find the total",
+# "Solution", "Step-by-step explanation") ...
+_SECTION = re.compile(
+    r"(?:step|part|case|stage|phase|section|solution|method|approach|explanation|calculation|conclusion"
+    r"|summary|verification|analysis|reasoning|overview|strategy|understanding|given|plan|setup)s?\b"
+    r"\s*(?P<num>\d+[a-z]?\b|[ivx]+\b)?\s*[:.)\-\u2013\u2014]*\s*(?P<rest>.*)", re.I | re.S)
+# ... or a line of plain words with no number in it ("Calculating the total cost", "Final Answer").
+_PLAIN_WORDS = re.compile(r"[A-Za-z][A-Za-z'\u2019\s,;:.!?()&/\-\u2013\u2014]*")
+_NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand "
+    "million billion half third quarter".split())
+_BARE_NUMBER = re.compile(r"\$?\s*-?\s*\$?[\d,]*\.?\d+(?:/\d+)?\s*%?\.?")
+
+
+def _is_heading(value: str) -> bool:
+    """True when the text after a `####` is a Markdown heading, not a final answer: empty (after an
+    "Answer:" label), a section word with at most a step number and a title ("Step 2: Add the costs",
+    but not "Solution: 42" or "Step 3: 42"), or two or more plain words with no number ("Calculating
+    the total cost"; one word such as "Tuesday", or number words such as "twenty four", stay answers)."""
+    value = _ANSWER_LABEL.sub("", value.strip().strip("*_").strip())
+    if not value:
+        return True
+    m = _SECTION.fullmatch(value)
+    if m:
+        rest = m.group("rest").strip("*_ ")
+        if m.group("num"):  # "Step 1: 3 + 4 = 7" is a step; "Step 3: 42" may be the answer
+            if not _BARE_NUMBER.fullmatch(rest):
+                return True
+        elif not rest or (rest[0].isalpha() and not re.search(r"\d", rest)):
+            return True
+    if _PLAIN_WORDS.fullmatch(value):
+        words = re.findall(r"[A-Za-z]+", value.lower())
+        return (len(words) >= 2 or value.lower().strip(" :.") == "answer") and not _NUMBER_WORDS.intersection(words)
+    return False
 
 
 def after_hashes(text: str) -> str | None:
-    """GSM8K's final answer: the text after the first `#### ` up to the end of its line."""
-    m = _HASHES.search(text)
-    if not m:
-        return None
-    value = m.group(1).strip()
-    return value or None
+    """GSM8K's final answer: the text after the first `#### ` marker up to the end of its line.
+
+    Markers whose text is a Markdown heading (`#### Step 1: Find the total`, `#### Solution`, see
+    `_is_heading`) are passed over; otherwise the first marker wins, so the markers a model writes
+    after its answer (answering again, or a new problem of its own) never replace it.
+    """
+    for m in _HASHES.finditer(text):
+        value = m.group(1).strip()
+        if not _is_heading(value):
+            return value
+    return None
 
 
 # Where a completion runs on into a new problem: a line that starts a new question or turn.
@@ -81,8 +122,7 @@ _MINERVA = re.compile(r"final answer is\s*\$((?:\\\$|[^$])+)\$\s*\.?\s*I hope", 
 _ANSWER_IS = re.compile(
     r"(?:the\s+(?:final\s+)?answer\s+(?:is|=|will be|would be)|final\s+answer\s*:|^\s*answer\s*:)\s*:?\s*(.+)",
     re.I | re.M)
-_HASH_NUM = re.compile(r"^\$?\s*-?[\d,]*\.?\d+(?:/\d+)?\s*%?")
-_ANSWER_LABEL = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:)\s*", re.I)
+_HASH_NUM = re.compile(r"^(?:-\s*\$|\$?\s*-?)\s*[\d,]*\.?\d+(?:/\d+)?\s*%?")  # `-$5` and `$-5` keep their sign
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 

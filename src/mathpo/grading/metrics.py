@@ -40,6 +40,8 @@ def pass_rates(rows: list[dict]) -> dict[str, float]:
 def answer_classes(samples: list[dict], same: Callable[[str, str], bool] = equivalent) -> list[list[dict]]:
     """Samples with an answer, grouped so that equivalent answers (`1/2`, `0.5`, `\\frac12`) share a class.
 
+    Samples without a stated final answer do not vote: no `pred`, or a cut-off one (`truncated` set,
+    grading.truncation: the "12" may be the start of 125, the answer was never finished).
     Classes are in order of first appearance; same normalized strings join without a check, the rest
     are compared with each class's first answer by `same` (grading.equivalence by default; the web
     demo passes the fast tier only).
@@ -48,7 +50,7 @@ def answer_classes(samples: list[dict], same: Callable[[str, str], bool] = equiv
     by_norm: dict[str, int] = {}
     for r in samples:
         pred = r.get("pred")
-        if pred is None:
+        if pred is None or r.get("truncated"):
             continue
         key = normalize(str(pred))
         idx = by_norm.get(key)
@@ -73,6 +75,23 @@ def majority(samples: list[dict]) -> dict | None:
     return best[0] if best else None
 
 
+def majority_score(samples: list[dict]) -> float:
+    """maj@k of one question's samples, independent of their order.
+
+    Cut-off rows and rows without an answer do not vote (`answer_classes`). A class is right when
+    any of its rows is graded correct (its answers are equivalent; one may have lost its symbolic
+    check to a timeout). When several classes tie for the most votes, the score is the share of
+    them that are right (the expected verdict of a random tie-break), so 1/2 for a 1-1 tie between
+    a right and a wrong answer. 0.0 when no sample has an answer.
+    """
+    classes = answer_classes(samples)
+    if not classes:
+        return 0.0
+    top = max(len(c) for c in classes)
+    tied = [c for c in classes if len(c) == top]
+    return sum(any(bool(r["correct"]) for r in c) for c in tied) / len(tied)
+
+
 def ci95(values: list[float]) -> list[float]:
     """95% interval for the mean of per-question scores: Wilson for 0/1 scores, else normal."""
     m = len(values)
@@ -88,6 +107,8 @@ def ci95(values: list[float]) -> list[float]:
 
 
 def summarize(rows: list[dict], ks: list[int] = ()) -> dict:
+    """Accuracy and counts over each question's first n samples (n: the fewest any question has);
+    for each k <= n, pass@k (unbiased, over those n) and maj@k (`majority_score` of the first k)."""
     by_id = group(rows)
     n_q = len(by_id)
     if n_q == 0:
@@ -108,6 +129,5 @@ def summarize(rows: list[dict], ks: list[int] = ()) -> dict:
         if k > n:
             continue
         out[f"pass@{k}"] = sum(pass_at_k(n, sum(r["correct"] for r in s[:n]), k) for s in by_id.values()) / n_q
-        maj = [majority(s[:k]) for s in by_id.values()]
-        out[f"maj@{k}"] = sum(bool(m and m["correct"]) for m in maj) / n_q
+        out[f"maj@{k}"] = sum(majority_score(s[:k]) for s in by_id.values()) / n_q
     return out

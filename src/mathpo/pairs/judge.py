@@ -7,6 +7,8 @@ the error. The judge's reply is data: it is parsed, never run.
 Parsing is forgiving: a JSON object or list anywhere in the reply ({"1": "correct", ...},
 [{"step": 1, "verdict": "incorrect"}, ...]), else lines like "Step 2: Incorrect - ...",
 "**Step 3** - neutral", "2. correct", else a sentence "the first incorrect step is step 3".
+A step's verdict is the first verdict word of its line or JSON value: the reason after it
+("correct, nothing wrong", "incorrect - the correct sum is 12") does not change it.
 """
 
 from __future__ import annotations
@@ -34,20 +36,27 @@ For each step, decide whether it is correct (right reasoning and arithmetic), in
 a mistake), or neutral (adds nothing towards the answer). Reply with one line per step, exactly
 in the form "Step k: correct", "Step k: incorrect" or "Step k: neutral"."""
 
-_BAD = re.compile(r"\b(?:incorrect|wrong|error|erroneous|mistaken|mistake|invalid|false|flawed|not\s+correct)\b", re.I)
-_NEUTRAL = re.compile(r"\b(?:neutral|unnecessary|irrelevant|redundant)\b", re.I)
-_GOOD = re.compile(r"\b(?:correct|right|valid|true|ok|okay|fine)\b", re.I)
+# The verdict vocabulary. A phrase's verdict is its first verdict word (see `_word`); phrases that
+# negate one ("not correct", "no mistake", "error-free") are one verdict and are tried first.
+_VERDICT = re.compile(
+    r"\b(?:(?P<not_bad>not\s+(?:incorrect|wrong|erroneous|flawed|invalid)|nothing\s+(?:is\s+)?wrong"
+    r"|no\s+(?:errors?|mistakes?|issues?|problems?)|error[-\s]free|without\s+(?:errors?|mistakes?))"
+    r"|(?P<not_good>not\s+(?:correct|right|valid|true|ok|okay|fine))"
+    r"|(?P<bad>incorrect|wrong|errors?|erroneous|mistaken|mistakes?|invalid|false|flawed)"
+    r"|(?P<neutral>neutral|unnecessary|irrelevant|redundant)"
+    r"|(?P<good>correct|right(?!\s*-?\s*(?:triangle|angle|angled|side|hand|isosceles|circular|prism|cone))"
+    r"|valid|true|ok|okay|fine))\b", re.I)
+_LABELS = {"not_bad": "correct", "not_good": "incorrect", "bad": "incorrect", "neutral": "neutral", "good": "correct"}
 _LINE = re.compile(r"^\W*(?:step\W*)?(\d+)\s*(?:\*\*)?\s*[:.)\-\u2013\u2014]+\s*(.*)$", re.I)
 _FIRST = re.compile(r"first\s+(?:incorrect|wrong|erroneous)\s+step\s+(?:is\s+)?(?:step\s*)?(\d+)", re.I)
 
 
 def _word(text: str) -> str | None:
-    """The verdict a phrase gives; negatives first ('incorrect' contains 'correct')."""
-    for label, pattern in (("incorrect", _BAD), ("neutral", _NEUTRAL), ("correct", _GOOD)):
-        m = pattern.search(text)
-        if m:
-            return label
-    return None
+    """The verdict a phrase gives: that of its first verdict word, so "correct, nothing wrong" and
+    "correct (no mistake)" are correct and "incorrect: the correct total is 12" is incorrect
+    ('incorrect' never matches as 'correct': words are matched whole). None when it has none."""
+    m = _VERDICT.search(text)
+    return _LABELS[m.lastgroup] if m else None
 
 
 def _json_verdicts(reply: str) -> dict[int, str]:
