@@ -155,12 +155,24 @@ def test_a_rollout_cut_at_the_token_limit_has_not_reached_the_answer():
     assert sample_fixes(CutOff("length"), PARAMS, [("P", "Step 1:", GOLD)], 2) == ([[]], 2)
 
 
-def test_a_wrong_solution_without_a_final_answer_is_not_located():
-    # cut off mid-step: its steps may all be right, the last one only unfinished (no pair to learn from)
+def test_a_solution_without_a_final_answer_is_rolled_out_to_its_end():
+    # cut off mid-step, it is not known to fail as written: prefix n (its whole text) is rolled out too
+    cut = "".join(WRONG[:2]) + "Step 3: She bakes 5, 13 -"
+
+    def cut_task():
+        return Task("PROMPT:", split(cut), GOLD, ["x \\boxed{9}"], 4, "", complete=False)
+
+    for search in ("binary", "linear"):
+        (fine,) = RolloutLocator(KnownSampler(), PARAMS, rollouts=4, chunk=4, search=search).locate([cut_task()])
+        assert fine.error is None and fine.reason == "cut_off_no_wrong_step" and 3 in fine.rates, search
+        sampler = KnownSampler(poison=[WRONG[1]])
+        (bad,) = RolloutLocator(sampler, PARAMS, rollouts=4, chunk=4, search=search).locate([cut_task()])
+        assert bad.error == 2, search  # a real wrong step before the cut is still found
     rows = graded()
-    rows[0] = {**rows[0], "completion": "".join(WRONG[:2]) + "Step 3: She bakes 5, 13 -", "truncated": "length"}
-    _, stats = steps.build(rows, KnownSampler(poison=[WRONG[2]]), None, "chat-step", rollouts=4, chunk=4)
-    assert stats["skipped"]["cut_off"] == 1 and stats["wrong_solutions"] == 2  # the two complete wrong ones
+    rows[0] = {**rows[0], "completion": cut, "truncated": "length"}
+    _, stats = steps.build(rows, KnownSampler(), None, "chat-step", rollouts=4, chunk=4)
+    # the cut-off one has no wrong step; the complete wrong one (rows[2]) fails as written: its last step
+    assert stats["skipped"]["cut_off_no_wrong_step"] == 1 and stats["locate"]["located"] == 1
 
 
 def graded(template_prompt="<chat>How many?<assistant>Let's think step by step.\nStep 1:"):

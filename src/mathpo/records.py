@@ -4,7 +4,8 @@ batch-by-batch appends that a killed process can never leave half-written.
 Used by every subcommand (`mathpo sample`, `grade`, `pairs`, `train`, `eval`, `loop`).
 
 A write the disk refuses (full disk, quota, read-only) leaves the previous file as it was and
-raises UserError naming the file (one line, exit 2). `MATHPO_FAULT_KILL=SUFFIX[@N]` is the fault
+raises UserError naming the file (one line, exit 2). Whole-file writes get the permissions a plain
+open() would (the umask's; a file replaced keeps its own). `MATHPO_FAULT_KILL=SUFFIX[@N]` is the fault
 test's hook (tests/test_faults.py): the N-th write (default 1st) to a path ending in SUFFIX writes
 half its bytes and then SIGKILLs the process, as a power cut would.
 
@@ -14,10 +15,12 @@ Row conventions: every row has the question `id`; samples carry `sample`
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import signal
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,8 +35,13 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
     if not path.is_file():
         raise UserError(f"no such file: {path}")
     required = tuple(required)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:  # bytes, decoded per line: a bad byte is reported with its line
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x}); "
+                                "save it as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -55,6 +63,24 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
 def _dumps(row: Any) -> str:
     return json.dumps(row, ensure_ascii=False)
 
+
+def _read_umask() -> int:
+    """The process umask: from /proc where Linux shows it, else by the set-and-restore dance
+    (once, at import, before any thread of ours could create a file in between)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 and os.replace keeps it; atomic files get what a plain open() would give
+_FILE_MODE = 0o666 & ~_read_umask()
 
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
 _fault_counts: dict[str, int] = {}
@@ -83,6 +109,14 @@ def _write(f, path: Path, data: str) -> None:
     os.fsync(f.fileno())
 
 
+def _mode(path: Path) -> int:
+    """A replaced file keeps its permissions (as writing it in place would); a new one gets the umask's."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return _FILE_MODE
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text to a temp file beside `path`, fsync, then rename into place."""
     path = Path(path)
@@ -94,6 +128,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             raise disk_error(path, e) from None
         raise
     try:
+        with contextlib.suppress(OSError):  # a filesystem without modes (some FUSE, CIFS) keeps its own
+            os.fchmod(fd, _mode(path))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             _write(f, path, text)
         os.replace(tmp, path)
@@ -118,8 +154,15 @@ def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path}: not UTF-8 text (byte {data[e.start]:#04x} at line {line}); "
+                        "save it as UTF-8") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
 

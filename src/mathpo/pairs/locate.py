@@ -2,7 +2,10 @@
 
 Let v_j be the chance that the model, continuing from the question plus the first j steps of the
 solution, reaches the gold answer. v_0 > 0 is known from the question's own correct samples and
-v_n = 0 (the solution is wrong). The first wrong step is the first j whose prefix makes success
+v_n = 0 (the solution is wrong; one cut off before its final answer is not known to be, so its
+whole text is rolled out as prefix n too, and if that still reaches the gold answer no step is
+wrong: `cut_off_no_wrong_step`). Rollouts are graded with their `finish`: one cut at the token
+limit has not reached the answer. The first wrong step is the first j whose prefix makes success
 impossible for the model: v_j = 0, estimated by `rollouts` continuations from that prefix, or
 (with `margin`) the first j where the estimate falls by more than `margin` below v_{j-1}.
 
@@ -37,6 +40,9 @@ class Task:
     correct_samples: list[str]  # the question's correct samples: continuations of prefix 0 that were right
     samples: int  # how many samples of the question were graded (v_0 = correct / samples)
     question: str = ""  # the raw question (the judge locator shows it)
+    # False when the solution has no final answer (cut off at the token limit, a loop): then it is not
+    # known to fail as written, so the whole solution is rolled out too, as one more prefix
+    complete: bool = True
 
 
 @dataclass
@@ -55,7 +61,10 @@ class _Search:
         self.task, self.mode, self.m, self.margin = task, mode, m, margin
         self.res = Result(successes={0: list(task.correct_samples)})
         self.n = len(task.steps)
-        self.lo, self.hi = 0, self.n  # v_lo > 0 known, v_hi = 0 known
+        # prefixes 0..end-1 are searched; v_end = 0 is known: the whole solution failed, or, for one cut
+        # off, "beyond its end" (end = n + 1), where an error found means none of its steps is wrong
+        self.end = self.n if task.complete else self.n + 1
+        self.lo, self.hi = 0, self.end  # v_lo > 0 known, v_hi = 0 known
         self.j: int | None = None
         if task.correct_samples:
             self.res.rates[0] = [len(task.correct_samples), task.samples]
@@ -66,7 +75,7 @@ class _Search:
             self.res.reason = "question_never_solved"
 
     def _start(self) -> None:
-        if self.n == 1:
+        if self.end == 1:
             self.res.error = 1
         else:
             self.j = self._next()
@@ -74,7 +83,13 @@ class _Search:
     def _next(self) -> int | None:
         if self.mode == "binary":
             return (self.lo + self.hi) // 2 if self.hi - self.lo > 1 else None
-        return self.lo + 1 if self.lo + 1 < self.n else None
+        return self.lo + 1 if self.lo + 1 < self.end else None
+
+    def _found(self, e: int) -> None:
+        if e > self.n:  # a cut-off solution whose every prefix, itself included, still reaches the answer
+            self.res.reason = "cut_off_no_wrong_step"
+        else:
+            self.res.error = e
 
     def want(self, chunk: int) -> int:
         """Rollouts to draw for the current prefix now (0: its estimate is complete)."""
@@ -109,13 +124,13 @@ class _Search:
             self.hi = self.j
             if self.mode == "linear":  # the first failing prefix in order is the answer
                 self.j = None
-                self.res.error = self.hi
+                self._found(self.hi)
                 return
         else:
             self.lo = self.j
         self.j = self._next()
         if self.j is None:
-            self.res.error = self.hi
+            self._found(self.hi)
 
 
 class RolloutLocator:

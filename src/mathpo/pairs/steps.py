@@ -21,11 +21,14 @@ The exact prompt a trainer must feed is `pairs.formats.step_prompt(tokenizer, ro
 
 from __future__ import annotations
 
+import inspect
+import json
 import time
 from collections import Counter
 from pathlib import Path
 
 from .. import prompts
+from ..errors import UserError
 from ..records import JsonlAppender
 from ..sampling import SamplingParams
 from . import arithmetic, rectify
@@ -56,9 +59,6 @@ def collect(graded_rows: list[dict], tokenizer, template: str, split_mode: str,
             if r["correct"] or r["completion"].strip() in seen:
                 continue
             seen.add(r["completion"].strip())
-            if r.get("truncated"):  # no final answer: every step may be right, the last one just unfinished
-                stats["skipped"]["cut_off"] += 1
-                continue
             if max_per_question is not None and taken >= max_per_question:
                 stats["skipped"]["over_max_per_question"] += 1
                 continue
@@ -73,8 +73,9 @@ def collect(graded_rows: list[dict], tokenizer, template: str, split_mode: str,
             taken += 1
             stats["wrong_solutions"] += 1
             stats["steps_per_solution"][len(steps)] += 1
+            # a solution cut off (no final answer) may have every step right: rolled out to its end too
             out.append((r, Task(prompt, steps, str(r["gold"]), [x["completion"] for x in same if x["correct"]],
-                                len(same), r["question"])))
+                                len(same), r["question"], complete=not r.get("truncated"))))
     return out
 
 
@@ -175,31 +176,65 @@ def parts_path(output: str | Path) -> Path:
     return sibling(output, ".parts.jsonl")
 
 
+def _built_with(*args, **kwargs) -> dict:
+    """What a part's rows depend on besides its questions, as JSON values: `build`'s options (defaults
+    filled in, so passing one explicitly or not makes no difference), the model that samples (the
+    folder its tokenizer was loaded from) and the judge's endpoint and model."""
+    bound = inspect.signature(build).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    options = dict(bound.arguments)
+    backend, tokenizer, judge = options.pop("backend"), options.pop("tokenizer"), options.pop("judge")
+    for unused in ("graded_rows", "progress"):
+        options.pop(unused)
+    model = getattr(tokenizer, "name_or_path", None) or getattr(backend, "path", None)
+    options["model"] = str(model) if model else None
+    options["judge"] = [getattr(judge, "url", None), getattr(judge, "model", None)] if judge is not None else None
+    return json.loads(json.dumps(options, default=str))
+
+
+def _check_built_with(parts_path, part: dict, built_with: dict) -> None:
+    """Refuse to mix parts built otherwise (a re-run with other options would silently keep them)."""
+    old = part.get("built_with")
+    if old is None:
+        return  # a parts file from before options were recorded: nothing to compare
+    for k in sorted(set(old) | set(built_with)):
+        if old.get(k) != built_with.get(k):
+            raise UserError(f"{parts_path} holds finished parts built with other settings ({k} {old.get(k)!r} "
+                            f"there, {built_with.get(k)!r} now); re-run with those or delete it to start afresh")
+
+
 def build_in_parts(graded_rows: list[dict], parts_path: str | Path, *args, questions_per_part: int = 32,
                    progress=None, **kwargs) -> tuple[list[dict], dict]:
     """`build` over groups of questions, each group's rows and summary appended to `parts_path` as it
     finishes, so a killed run resumes at the first unfinished group. The grouping does not change the
     random streams: each rollout's is keyed by (seed, prompt, sample), not by the batch it ran in.
-    The caller writes the final output and then removes `parts_path`."""
+    Each part records what it was built with (`_built_with`); a re-run with other options or another
+    model is refused rather than mixing parts. The caller writes the final output and then removes
+    `parts_path`."""
     t0 = time.time()
     log = JsonlAppender(parts_path)
     done = {p["part"]: p for p in log.rows()}
     ids = list(group(graded_rows))
     parts = [ids[i:i + questions_per_part] for i in range(0, len(ids), questions_per_part)]
-    finished = []
+    built_with = _built_with(*args, **kwargs)
+    for i, part_ids in enumerate(parts):  # before any work, so a refused run costs nothing
+        if i in done and done[i]["ids"] == part_ids:
+            _check_built_with(parts_path, done[i], built_with)
+    finished, resumed = [], 0
     for i, part_ids in enumerate(parts):
         if i in done and done[i]["ids"] == part_ids:
             finished.append(done[i])
+            resumed += 1
             if progress:
                 progress(done[i]["stats"].get("wrong_solutions", 0))
             continue
         keep = set(part_ids)
         rows, stats = build([r for r in graded_rows if str(r["id"]) in keep], *args, progress=progress, **kwargs)
-        record = {"part": i, "ids": part_ids, "rows": rows, "stats": stats}
+        record = {"part": i, "ids": part_ids, "built_with": built_with, "rows": rows, "stats": stats}
         log.append([record])
         finished.append(record)
     rows = [r for p in finished for r in p["rows"]]
     stats = merge([p["stats"] for p in finished]) if finished else {"kind": "step", "rows": 0, "questions": 0}
-    stats["parts"] = {"count": len(parts), "resumed": sum(1 for i in range(len(parts)) if i in done)}
+    stats["parts"] = {"count": len(parts), "resumed": resumed}
     stats["seconds_this_run"] = round(time.time() - t0, 2)
     return rows, stats

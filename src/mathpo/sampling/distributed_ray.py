@@ -11,10 +11,11 @@ questions and rewrites the finished file in question order, as it does for the h
 resuming works unchanged. Rows equal a single process's because each row's random stream is keyed by
 (seed, prompt, sample), not by the worker or batch it ran in (hf backend; vLLM seeds per request).
 
-A worker that dies (its process killed, its node lost) is replaced by a new actor, up to `restarts`
-times per backend, and its unfinished chunks go back to the queue for whichever worker is free; a
-chunk's results are taken once, from the attempt that finished, so no row is lost or doubled. A
-chunk that fails `attempts` times stops the run (the rows written so far stay; a re-run resumes).
+A worker that dies (its process killed, its node lost), or a replacement whose backend fails to
+build, is replaced by a new actor, up to `restarts` times per backend, and its unfinished chunks go
+back to the queue for whichever worker is free; a chunk's results are taken once, from the attempt
+that finished, so no row is lost or doubled. A chunk that fails `attempts` times stops the run (the
+rows written so far stay; a re-run resumes).
 
 Why actors and a small queue over `ray.wait` rather than Ray Data's `map_batches`: the driver must
 stay the only writer of one resumable JSONL file with whole questions per append, and Step-DPO's
@@ -70,10 +71,18 @@ def settings(value) -> RaySettings | None:
     if bad:
         raise UserError(f"unknown ray option '{bad[0]}' ({', '.join(sorted(known))})")
     s = RaySettings(**value)
-    for name in ("workers", "chunk"):
+    for name in ("workers", "chunk", "attempts"):
         v = getattr(s, name)
-        if v is not None and (not isinstance(v, int) or v < 1):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise UserError(f"ray.{name} must be a positive integer, got {v!r}")
+    if not isinstance(s.restarts, int) or isinstance(s.restarts, bool) or s.restarts < 0:
+        raise UserError(f"ray.restarts must be an integer >= 0, got {s.restarts!r}")
+    for name in ("num_cpus", "num_gpus"):
+        v = getattr(s, name)
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v < math.inf):
+            raise UserError(f"ray.{name} must be a number >= 0, got {v!r}")
+    if s.num_cpus == 0 and s.num_gpus == 0:  # a worker that asks for nothing: the cluster fits any number
+        raise UserError("ray.num_cpus and ray.num_gpus are both 0: give a worker some CPU or GPU")
     if importlib.util.find_spec("ray") is None:
         raise UserError(f"sampling on Ray needs Ray installed: {EXTRA}")
     return s
@@ -133,6 +142,9 @@ class RayBackend(Streaming):
         self.settings, self.name = s, name
         total = self.ray.cluster_resources()
         gpus = s.num_gpus if s.num_gpus is not None else (1 if total.get("GPU", 0) >= 1 else 0)
+        if not gpus and not s.num_cpus:  # num_gpus left to default to 0 on a cluster without GPUs
+            raise UserError(f"ray.num_cpus is 0 and the Ray cluster at '{s.address}' has no GPU: "
+                            "give a worker some CPU (ray.num_cpus)")
         fit = int(total.get("GPU", 0) // gpus) if gpus else int(total.get("CPU", 0) // s.num_cpus)
         n = s.workers or fit
         if n < 1 or n > fit:
@@ -141,7 +153,7 @@ class RayBackend(Streaming):
         self._actor = self.ray.remote(num_cpus=s.num_cpus, num_gpus=gpus, max_restarts=0)(_Worker)
         self._build, self._size = (build, args), (n, gpus)
         self.restarts_left = s.restarts
-        self.replaced = 0  # workers that died and were replaced
+        self.replaced = 0  # workers that died (or failed to load) and were replaced
         self.retried = 0  # chunk attempts that failed and were queued again
         self.workers: list = []  # started at the first prompts: a resumed run with nothing left starts none
         self.loading: dict = {}  # ready() ref -> a replacement worker still building its backend
@@ -186,12 +198,15 @@ class RayBackend(Streaming):
             if not running and not self.loading:
                 raise RuntimeError("no Ray worker left to sample with (all died; a re-run resumes)")
             [ref], _ = ray.wait(list(running) + list(self.loading), num_returns=1)
-            if ref in self.loading:  # a replacement worker has built its backend (or died doing so)
+            if ref in self.loading:  # a replacement worker has built its backend (or died or failed doing so)
                 w = self.loading.pop(ref)
                 try:
-                    self._get(ref)
+                    ray.get(ref)
                     self.workers.append(w)
-                except ray.exceptions.RayActorError as e:
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                    # a load that raised (out of memory, a missing file on that node) counts as a death:
+                    # against `restarts`, so a model that cannot load anywhere stops after that many
+                    ray.kill(w)
                     self._respawn(e)
                 continue
             w, c = running.pop(ref)
@@ -222,12 +237,13 @@ class RayBackend(Streaming):
         self._respawn(error)
 
     def _respawn(self, error: Exception) -> None:
+        what = "failed to load" if isinstance(error, self.ray.exceptions.RayTaskError) else "died"
         if self.restarts_left <= 0:
-            print(f"ray: a worker died ({type(error).__name__}); {len(self.workers)} left, no restarts left")
+            print(f"ray: a worker {what} ({type(error).__name__}); {len(self.workers)} left, no restarts left")
             return
         self.restarts_left -= 1
         self.replaced += 1
-        print(f"ray: a worker died ({type(error).__name__}); starting a new one")
+        print(f"ray: a worker {what} ({type(error).__name__}); starting a new one")
         new = self._actor.remote(*self._build)
         self.loading[new.ready.remote()] = new  # takes chunks once its model is loaded
 

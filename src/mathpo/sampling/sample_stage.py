@@ -2,9 +2,10 @@
 
 `mathpo sample --model M --dataset D --out DIR` calls `sample_records`. Rows:
 `id, sample, question, gold, prompt, completion, tokens, finish` plus the generation settings
-(`model, template, n, temperature, top_p, max_new_tokens, seed, calculator`) and `solution` when
-the record has one. All n samples of a question go into the same append, so a killed run re-run
-with the same command skips finished questions and loses or duplicates nothing. Backends that
+(`model, template, n, temperature, top_p, max_new_tokens, seed, calculator, stop`) and `solution`
+when the record has one. All n samples of a question go into the same append, so a killed run re-run
+with the same command skips finished questions and loses or duplicates nothing; a re-run with other
+settings (a row's, or the prompt a question already there renders to now) is refused. Backends that
 stream (`generate_stream`: the hf backend) get all questions at once and rows are appended as
 questions finish (every `flush_seconds`); once every question is done the file is rewritten
 (atomically) in question order. Other backends get `chunk` questions per call.
@@ -29,6 +30,16 @@ def _settings(model: str, template: str, params: SamplingParams) -> dict:
     return {"model": model, "template": template, **{k: p[k] for k in SETTINGS[2:]}}
 
 
+def _check_settings(out_path, row: dict, settings: dict) -> None:
+    """UserError naming the first setting a row already in the file was made with otherwise."""
+    for k, v in settings.items():
+        if k == "stop" and k not in row:
+            continue  # rows written before stop strings were recorded: nothing to compare
+        if row.get(k) != v:
+            raise UserError(f"{out_path} holds samples made with other settings ({k} {row.get(k)!r} there, "
+                            f"{v!r} now); pick another --out or delete it")
+
+
 def sample_records(records: list[dict], backend: Backend, tokenizer, params: SamplingParams,
                    out_path: str | Path, model_name: str, template: str = prompts.DEFAULT,
                    fewshot: list[dict] = (), chunk: int = 64, prefix_field: str | None = None,
@@ -39,18 +50,31 @@ def sample_records(records: list[dict], backend: Backend, tokenizer, params: Sam
     Returns stats: rows written now, questions skipped as already done, tokens, seconds.
     """
     settings = _settings(model_name, template, params)
+    stop = tuple(params.stop) or prompts.get(template).stop
+    params = SamplingParams(**{**params.as_dict(), "stop": stop})
+
+    def render(rec: dict) -> str:
+        return prompts.render(tokenizer, rec["question"], template,
+                              prefix=rec.get(prefix_field, "") if prefix_field else "", fewshot=fewshot)
+
     out = JsonlAppender(out_path)
     done: dict[str, int] = {}
+    first: dict[str, dict] = {}  # a row per question already there, for the prompt check
     for row in out.rows():
-        if any(row.get(k) != v for k, v in settings.items()):
-            raise UserError(f"{out_path} holds samples made with other settings; pick another --out or delete it")
+        _check_settings(out_path, row, {**settings, "stop": list(stop)})
         done[row["id"]] = done.get(row["id"], 0) + 1
+        first.setdefault(row["id"], row)
+    # settings outside the rows (template text, few-shot examples, chat template) show in the prompt:
+    # one question's suffices, as they shape every prompt alike
+    again = next((r for r in records if r["id"] in first), None)
+    if again is not None and first[again["id"]].get("prompt") != render(again):
+        raise UserError(f"{out_path} holds samples made with other settings (the prompt of question {again['id']} "
+                        "differs: other few-shot examples, template or chat template); pick another --out or "
+                        "delete it")
     todo = [r for r in records if done.get(r["id"], 0) < params.n]
     partial = [r["id"] for r in todo if r["id"] in done]
     if partial:  # cannot happen with whole-question appends; refuse rather than duplicate
         raise UserError(f"{out_path}: question {partial[0]} is partly sampled; delete the file to restart")
-    stop = tuple(params.stop) or prompts.get(template).stop
-    params = SamplingParams(**{**params.as_dict(), "stop": stop})
     t0, tokens, written = time.time(), 0, 0
 
     def rows_for(rec: dict, prompt: str, comps) -> list[dict]:
@@ -58,7 +82,8 @@ def sample_records(records: list[dict], backend: Backend, tokenizer, params: Sam
         rows = []
         for k, c in enumerate(comps):
             row = {"id": rec["id"], "sample": k, "question": rec["question"], "gold": rec["gold"],
-                   "prompt": prompt, "completion": c.text, "tokens": c.tokens, "finish": c.finish, **settings}
+                   "prompt": prompt, "completion": c.text, "tokens": c.tokens, "finish": c.finish, **settings,
+                   "stop": list(stop)}
             if rec.get("solution") is not None:
                 row["solution"] = rec["solution"]
             if prefix_field:
@@ -66,10 +91,6 @@ def sample_records(records: list[dict], backend: Backend, tokenizer, params: Sam
             rows.append(row)
             tokens += c.tokens
         return rows
-
-    def render(rec: dict) -> str:
-        return prompts.render(tokenizer, rec["question"], template,
-                              prefix=rec.get(prefix_field, "") if prefix_field else "", fewshot=fewshot)
 
     stream = getattr(backend, "generate_stream", None)
     with bar(len(todo), "sampling", "q") as pbar:

@@ -62,12 +62,14 @@ def _json(path: Path) -> dict:
 
 def _shape(path: str) -> str:
     """What must match for a model's weights to be swapped into an engine built for another: the
-    architecture and sizes, the vocabulary and the end-of-sequence ids (not names, dtypes, pads)."""
+    architecture and sizes, the vocabulary and the end-of-sequence ids (not names, dtypes, pads).
+    A path without a local config.json (a hub id) is its own shape: nothing here says what it holds."""
     folder = Path(path)
     cfg, tok = _json(folder / "config.json"), _json(folder / "tokenizer.json")
     eos = _json(folder / "generation_config.json").get("eos_token_id", cfg.get("eos_token_id"))
     key = {"config": {k: v for k, v in cfg.items() if k not in _NOT_SHAPE and not k.startswith("_")},
-           "vocab": tok.get("model"), "added": tok.get("added_tokens"), "eos": eos}
+           "vocab": tok.get("model"), "added": tok.get("added_tokens"), "eos": eos,
+           "unknown": None if (folder / "config.json").is_file() else str(path)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
