@@ -1,4 +1,4 @@
-"""Grading never hangs or crashes: adversarial inputs each return within 5 s, from any thread.
+"""Grading never hangs or crashes: adversarial inputs each return within BOUND, from any thread.
 
 Exponent towers send sympy into (practically) endless work; the wall-clock limit kills the worker
 process and reports `timeout`. Huge completions, unbalanced braces, division by zero and control
@@ -14,9 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from mathpo.grading import equivalent, grade, grade_rows
-from mathpo.grading.symbolic import Pool
+from mathpo.grading.symbolic import DEFAULT_TIMEOUT, Pool
 
 TOWER = "2^{2^{2^{2^{2^{2^{2}}}}}}"
+# The symbolic check's default limit (3 s) plus the kill and the start of a fresh worker: 5 s on
+# a quiet machine, 5.3-5.6 s seen next to an ablation run on both cores.
+BOUND = DEFAULT_TIMEOUT + 4.0
 
 ADVERSARIAL = [
     # (completion, gold, expected correct); sympy hangs on a tower against a small number
@@ -52,7 +55,7 @@ ADVERSARIAL = [
 def test_adversarial_returns_fast(completion, gold, correct):
     t = time.monotonic()
     g = grade(completion, gold)
-    assert time.monotonic() - t < 5.0
+    assert time.monotonic() - t < BOUND
     assert g["correct"] is correct
 
 

@@ -37,6 +37,7 @@ QUEUE = 3  # waiting requests per model the soak server accepts
 MAX_TOKENS = 32  # per plain / streaming request
 LONG = 2000  # max_tokens of the clients that hang up: far longer than they stay (fits the tiny model's 2048)
 SERVER_CAP = LONG  # the server's --max-new-tokens
+BACKOFF = 0.25  # seconds a soak client waits after "busy" (the server's Retry-After is 1)
 
 
 def free_port() -> int:
@@ -312,6 +313,7 @@ def test_soak(model_dir, tmp_path):
         except Exception as e:  # a dropped or timed-out connection is a lost request
             outcome = f"failed: {type(e).__name__}: {e}"
         record(kind, outcome, time.time() - t0)
+        return outcome
 
     try:
         # Warm-up, the memory baseline, and the time of one request alone.
@@ -338,12 +340,17 @@ def test_soak(model_dir, tmp_path):
         work_lock = threading.Lock()
 
         def client():
+            # A client told "busy" backs off before its next request, as the server's Retry-After
+            # asks (a quarter of its 1 s here): without it a client that meets a line still held
+            # by a hung-up request spins through the work list in 20 ms answers, and how many get
+            # answered becomes a race with the disconnect poll (22 to 91 of 207 seen).
             while True:
                 with work_lock:
                     if not work:
                         return
                     i, kind = work.pop()
-                one(kind, i)
+                if one(kind, i) == "busy":
+                    time.sleep(BACKOFF)
 
         clients = [threading.Thread(target=client) for _ in range(1 + QUEUE)]
         for t in clients:
@@ -385,7 +392,8 @@ def test_soak(model_dir, tmp_path):
         print("\nsoak " + json.dumps(summary))
         assert not failed, failed[:10]
         # how many get answered rather than busy depends on how fast the model runs next to other work
-        # (91 of 207 alone, 44 beside a demo run): the test asks that both kinds happen, and none fail
+        # (with the back-off 92 of 207 on a quiet machine; the bursts alone give 44 busy): the test
+        # asks that both kinds happen, and none fail
         assert summary["requests"] >= 200 and counts["answered"] >= 30 and counts["busy"] >= 20
         assert counts["refused"] == 2 * len(BAD_BODIES)
         assert max(waits) <= bound, summary
