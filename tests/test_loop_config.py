@@ -55,6 +55,15 @@ def test_free_form_sections_are_checked_at_load(override, message):
         load_config(None, [override], data=BASE)
 
 
+def test_recipe_and_arms_together_are_refused():
+    # arms replace the recipe: a recipe next to them (or recipe=... on a config with arms) would
+    # otherwise be silently ignored
+    with pytest.raises(UserError, match="either recipe .* or arms"):
+        load_config(None, ["recipe=st"], data={**BASE, "arms": {"a": ["st"]}})
+    assert load(None, [], data={**BASE, "arms": {"a": ["st"]}}).arms == {"a": ["st"]}
+    assert load(None, ["arms={}", "recipe=st"], data={**BASE, "arms": {"a": ["st"]}}).recipe == ["st"]
+
+
 def test_valid_free_form_keys_and_typed_sections():
     cfg = load(None, ["dpo.overrides.beta=0.2", "step.overrides.gradient_checkpointing=true", "dpo.peft.r=8",
                       "step.pairs.locator=judge", "step.pairs.judge_url=http://x/v1", "step.pairs.judge_model=m",

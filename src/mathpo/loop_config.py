@@ -169,6 +169,9 @@ def load(path: str | None, overrides: list[str] = (), data: dict | None = None) 
     """Defaults <- YAML file (or `data`) <- key=value overrides, checked (`check`)."""
     raw = load_yaml(path) if path else copy.deepcopy(data or {})
     apply_overrides(raw, list(overrides))
+    if isinstance(raw, dict) and raw.get("arms") and "recipe" in raw:  # arms replace the recipe whole
+        raise UserError("give either recipe (one run) or arms (several compared), not both: "
+                        "each arm names its own recipe")
     cfg = build_dataclass(LoopConfig, raw, "", "loop option")
     if not cfg.name:
         cfg.name = Path(path).stem if path else "loop"
