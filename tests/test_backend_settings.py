@@ -105,4 +105,5 @@ def test_vllm_on_few_cores_reserves_none_for_its_scheduler(monkeypatch, tiny_mod
     make_backend(SimpleNamespace(path=str(tiny_model_dir)), BackendSettings("vllm").check(), "gsm8k")
     (env,) = environ
     assert env.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == seen and env["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the engine core in-process: batching not timing-bound
     assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == user  # this process's own environment is back

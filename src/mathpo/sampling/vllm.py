@@ -8,7 +8,9 @@ the calculator through a per-request logits processor (`vllm_calculator.py`).
 Reproducibility: every (prompt, sample) is its own request whose seed is derived from (seed, prompt,
 sample index), as the hf backend keys its random streams, so a row does not depend on the other
 rows of the call, their order or the batch size (up to floating-point differences between batch
-shapes). vLLM's CPU build cannot seed a request whose prompt it prefills in chunks (its CPU
+shapes). On CPU the engine core runs in this process and every call starts from an empty prefix
+cache, so two identical calls give identical rows (vLLM's own process batched requests as they
+happened to arrive). vLLM's CPU build cannot seed a request whose prompt it prefills in chunks (its CPU
 generator has no offset to rewind), so on CPU chunked prefill is off.
 
 One engine per process is kept (`engine()`): asking again for the same model reuses it, and a
@@ -95,7 +97,11 @@ def _cpu_settings(kv_gb: float | None, options: dict) -> tuple[dict, dict]:
             "enable_chunked_prefill": False,  # seeded requests crash a chunked prefill on CPU
             "kv_cache_memory_bytes": int((kv_gb or 1.5) * GiB)}  # else vLLM asks for 90% of RAM
     args["max_num_batched_tokens"] = max(8192, options.get("max_model_len") or 8192)
-    env = {"VLLM_CPU_OMP_THREADS_BIND": "auto"}
+    # The engine core in this process: its own process starts scheduling as the first requests
+    # arrive, so how a call's requests were batched (and, in bf16, its tokens) depended on timing:
+    # 42-47 of 64 samples equal between two identical calls, 64 of 64 in-process, at 963 against
+    # 928 tok/s (bench/sampling.py --runs vllm).
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     if len(os.sched_getaffinity(0)) <= FEW_CORES:
         # vLLM keeps a core of its own for the scheduler process; on 2 cores that left the model
         # one thread, and vLLM ran 1.6x faster with none reserved (bench/sampling.py, 557 -> 908
@@ -216,6 +222,11 @@ class VLLMBackend(Streaming):  # generate() collects generate_stream()
     def _stream(self, inputs, sps) -> Iterator[tuple[int, object]]:
         """(request index, finished RequestOutput) as requests finish."""
         engine = self.llm.llm_engine
+        # Each call from an empty prefix cache: prompts cached by an earlier call change how this
+        # one is batched (235 of 256 samples equal to the same call made first, 256 after a reset),
+        # so a resumed stage samples what an uninterrupted one would. Samples of one prompt within
+        # the call still share its cached keys/values.
+        self.llm.reset_prefix_cache()
         base = f"mathpo-{time.monotonic_ns()}-"
         for j, (inp, sp) in enumerate(zip(inputs, sps)):
             engine.add_request(f"{base}{j}", inp, sp)
