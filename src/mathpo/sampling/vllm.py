@@ -8,9 +8,9 @@ the calculator through a per-request logits processor (`vllm_calculator.py`).
 Reproducibility: every (prompt, sample) is its own request whose seed is derived from (seed, prompt,
 sample index), as the hf backend keys its random streams, so a row does not depend on the other
 rows of the call, their order or the batch size (up to floating-point differences between batch
-shapes). On CPU the engine core runs in this process and every call starts from an empty prefix
-cache, so two identical calls give identical rows (vLLM's own process batched requests as they
-happened to arrive). vLLM's CPU build cannot seed a request whose prompt it prefills in chunks (its CPU
+shapes). Every call starts from an empty prefix cache, and on CPU the engine core runs in this
+process, so there two identical calls give identical rows (vLLM's own process batched requests as
+they happened to arrive). vLLM's CPU build cannot seed a request whose prompt it prefills in chunks (its CPU
 generator has no offset to rewind), so on CPU chunked prefill is off.
 
 One engine per process is kept (`engine()`): asking again for the same model reuses it, and a
@@ -135,8 +135,8 @@ def engine(path: str, dtype: str = "auto", kv_gb: float | None = None, **options
     if _current is not None and _current.key == key and _current.shape == shape:
         if _current.path != path:
             t0 = time.perf_counter()
+            # (keys/values cached under the old weights go with the next call's cache reset, _stream)
             _current.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
-            _current.llm.reset_prefix_cache()
             log.info("vllm: weights of %s swapped in (%.1f s)", path, time.perf_counter() - t0)
             _current.path = path
         return _current
