@@ -13,8 +13,9 @@ changed every stage's samples after it, and the final gain over warm-up went fro
 points. Off, a run keeps the bits of runs before it.
 The packed kernel is PyTorch's own `torch.ops.mkldnn._linear_pointwise`, the op `torch.compile`'s
 CPU weight-freezing pass puts in place of linears. It is private API, so before any layer is
-switched a small layer is packed and checked against `F.linear`; if the op is missing or disagrees,
-the model is left as it was.
+switched a small layer is packed and checked against `F.linear`; if the op is missing, refuses or
+disagrees, the model is left as it was. It refuses on a CPU without avx512bw/vl/dq or avx_ne_convert
+(oneDNN's bf16 reorder; e.g. an AVX2-only EPYC VM), so there `--pack-linears` only logs a warning.
 Used by `hf.py` only, on the bf16 copy it makes itself, never on a caller's model: the packed
 weights cost their size in memory once more, so the copy is packed only up to `MAX_BYTES`.
 """
