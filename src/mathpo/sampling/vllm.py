@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
+from ..models import cpu_has_bf16
 from . import Completion, SamplingParams, Streaming, sampler, truncate_at_stop
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,14 @@ def on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
+
+
+def cpu_dtype() -> str:
+    """`auto` on CPU: bf16 where the CPU multiplies it natively, else fp32 (the hf backend's rule).
+    vLLM's own `auto` takes the checkpoint's bf16 everywhere, and on a CPU without native bf16
+    (AVX2 only) its emulated bf16 ran several times slower than fp32 (bench/sampling.py
+    --runs vllm,vllm-bf16)."""
+    return "bfloat16" if cpu_has_bf16() else "float32"
 
 
 def _json(path: Path) -> dict:
@@ -130,6 +139,8 @@ def engine(path: str, dtype: str = "auto", kv_gb: float | None = None, **options
     of the same shape), else a new one (the old one is shut down first)."""
     global _current
     vllm = _import_vllm()
+    if dtype == "auto" and on_cpu():
+        dtype = cpu_dtype()
     key = (dtype, kv_gb, tuple(sorted(options.items())))
     shape = _shape(path)
     if _current is not None and _current.key == key and _current.shape == shape:
