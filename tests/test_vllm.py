@@ -1,7 +1,7 @@
 """The vllm backend on the embedded SmolLM2-135M, one vLLM engine for the whole session: the hf
 backend's row schema, greedy text equal to hf's on 32 GSM8K questions in fp32 (some in bf16), the
-engine's dtype following the CPU,
-n > 1 / top_p / stop strings / seeds, prefix sampling, the calculator at batch > 1, engine reuse and weight swapping."""
+engine's dtype following the CPU, n > 1 / top_p / stop strings / seeds, prefix sampling, the
+calculator at batch > 1, engine reuse and weight swapping."""
 
 from __future__ import annotations
 
@@ -86,8 +86,7 @@ def test_greedy_defaults_share_most_of_hf_text(vllm, hf):
     a, b = vllm.generate(texts, params), hfb.generate(texts, params)
     same, share = agreement(a, b)
     print(f"greedy vLLM == hf on {same}/32 GSM8K questions ({vllm.engine.key[0]} / {hfb.model.dtype}, "
-          "96 new tokens); "
-          f"mean share of hf's text that vLLM's begins with: {share:.2f}")
+          f"96 new tokens); mean share of hf's text that vLLM's begins with: {share:.2f}")
     # Measured 8/32 in bf16 on an AMX Xeon (32/32 in fp32, above). A broken backend (other prompts, tokens or weights)
     # shares nothing with hf's text.
     assert same >= 6 and share >= 0.3, (same, share)

