@@ -6,7 +6,8 @@ finished rows replaced at once, slots sized to a memory budget, the calculator a
 row. Small calls (the pairs stage's prefix
 rollouts) cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV
 buffer. On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a bf16 copy
-(`sample_dtype="auto"`; with `pack_linears` its linear weights packed once for oneDNN, `packed.py`);
+(`sample_dtype="auto"`); with `pack_linears` the sampling copy's linear weights are packed once for
+oneDNN (`packed.py`; bf16 there, fp32 on other CPUs);
 logits are sampled in fp32. Models whose attention does not go through
 transformers' AttentionInterface fall back to batched `model.generate` (same rows, slower).
 """
@@ -53,9 +54,9 @@ class HFBackend(Streaming):
         """batch_size: rows generated together at most (default 128 on CPU, 256 on CUDA; memory may cap
         it lower). engine: "auto" (continuous batching where the model allows), "continuous", "generate".
         On the 2-core CPU, greedy on 256 synthetic problems: 32 rows 364 tok/s, 64 473, 128 534, 256 583
-        (bench/batch_size.py with the demo's warm-up model). pack_linears: the bf16 copy's linear
-        weights packed once for oneDNN (`packed.py`: 1.08x, equal up to bf16 rounding, so opt-in;
-        never a caller's own model)."""
+        (bench/batch_size.py with the demo's warm-up model). pack_linears: the sampling copy's linear
+        weights packed once for oneDNN (`packed.py`: 1.08x in bf16 on AMX, 1.20x in fp32 on AVX2, equal up
+        to rounding, so opt-in; packed on a copy, never on a caller's own model)."""
         self.tok = tokenizer
         self.add_special_tokens = add_special_tokens
         self.tok.padding_side = "left"
@@ -69,11 +70,15 @@ class HFBackend(Streaming):
         if pack_linears:
             from . import packed
 
-            if self.model is not model and device.type == "cpu":
-                self.packed = packed.pack(self.model)
-            if not self.packed:  # the caller's own model, a GPU, too large, or the op missing
-                log.warning("pack_linears: nothing packed (only the backend's own bf16 copy of a model on CPU, "
-                            "up to %.0f GiB of linear weights, is packed)", packed.MAX_BYTES / GiB)
+            if device.type == "cpu":
+                # packed on a copy of the backend's own: the caller's model may be trained after this
+                own = self.model if self.model is not model else copy.deepcopy(model).eval()
+                self.packed = packed.pack(own)
+                if self.packed:
+                    self.model = own
+            if not self.packed:  # a GPU, too large, or the op missing on this CPU for this dtype
+                log.warning("pack_linears: nothing packed (only a model on CPU, in bf16 or fp32, up to %.0f GiB "
+                            "of linear weights, with oneDNN's reorder working here)", packed.MAX_BYTES / GiB)
         kv_bytes = int(kv_gb * GiB) if kv_gb else _default_kv_bytes(device)
         self.engine = None
         if engine != "generate":

@@ -1,23 +1,28 @@
-"""The linear layers of the hf backend's own bf16 sampling copy, with their weights packed once into
+"""The linear layers of the hf backend's own sampling copy, with their weights packed once into
 oneDNN's blocked layout (CPU only; opt-in: `pack_linears: true`, `--pack-linears`).
 
-Why: `nn.Linear` on a CPU calls oneDNN's AMX matmul with the weight in PyTorch's plain layout, and
-oneDNN re-packs that weight at every call. Packed once, each decode step's linears skip it: the
-hf engine samples 1.08x faster on the 2-core CPU (`bench/sampling.py --runs mathpo,mathpo-packed`;
-README, `mathpo sample`). Outputs equal `F.linear`'s up to bf16 rounding: the same bits at most
-batch sizes, but where oneDNN blocks one path differently (on SmolLM2's shapes: 576x576 above 288
-rows, the 192x576 k/v projections at 96) the last bit of some outputs differs, the same kind of
-difference as between two batch shapes (tests/test_sampling_packed.py). That is why it is opt-in,
-as PyTorch leaves TF32 matmuls off: one such bit early in `make demo` (its warm-up evaluation)
-changed every stage's samples after it, and the final gain over warm-up went from +18.5 to +11.0
-points. Off, a run keeps the bits of runs before it.
+Why: `nn.Linear` on a CPU calls oneDNN's AMX matmul (bf16) with the weight in PyTorch's plain
+layout, and oneDNN re-packs that weight at every call; in fp32 it calls MKL's sgemm with the weight
+transposed, which on an AVX2-only EPYC runs at about half of oneDNN's speed (the 49152-word output
+layer at 128 rows: 141 against 70 ms, 51 against 104 GFLOP/s, of ~120 a 2048^2 matmul reaches).
+Packed once, each decode step's linears skip both: bf16 on the AMX Xeon 1.08x end to end, fp32 on the
+AVX2 EPYC 1.20x (`bench/sampling.py --runs mathpo,mathpo-packed`; README, `mathpo sample`).
+Outputs equal `F.linear`'s up to rounding: in bf16 the same bits at most batch sizes, but where
+oneDNN blocks one path differently (on SmolLM2's shapes: 576x576 above 288 rows, the 192x576 k/v
+projections at 96) the last bit of some outputs differs; in fp32 oneDNN's and MKL's summation
+orders differ, so last bits differ at every shape (124 of 128 sampled texts the same on 32 GSM8K
+questions x 4). The same kind of difference as between two batch shapes (tests/test_sampling_packed.py).
+That is why it is opt-in, as PyTorch leaves TF32 matmuls off: one such bit early in `make demo` (its
+warm-up evaluation) changed every stage's samples after it, and the final gain over warm-up went from
++18.5 to +11.0 points. Off, a run keeps the bits of runs before it.
 The packed kernel is PyTorch's own `torch.ops.mkldnn._linear_pointwise`, the op `torch.compile`'s
 CPU weight-freezing pass puts in place of linears. It is private API, so before any layer is
-switched a small layer is packed and checked against `F.linear`; if the op is missing, refuses or
-disagrees, the model is left as it was. It refuses on a CPU without avx512bw/vl/dq or avx_ne_convert
-(oneDNN's bf16 reorder; e.g. an AVX2-only EPYC VM), so there `--pack-linears` only logs a warning.
-Used by `hf.py` only, on the bf16 copy it makes itself, never on a caller's model: the packed
-weights cost their size in memory once more, so the copy is packed only up to `MAX_BYTES`.
+switched a small layer is packed and checked against `F.linear` in the model's dtype; if the op is
+missing, refuses or disagrees, the model is left as it was. The bf16 reorder refuses on a CPU without
+avx512bw/vl/dq or avx_ne_convert (e.g. an AVX2-only EPYC VM); fp32 packs on any x86 CPU.
+Used by `hf.py` only, on a copy it makes itself, never on a caller's model (training may share it):
+the copy and its packed weights cost the model's size in memory twice more, so only up to `MAX_BYTES`
+of linear weights are packed.
 """
 
 from __future__ import annotations
@@ -34,15 +39,20 @@ MAX_BYTES = 2 << 30  # packed weights kept beside the plain ones: a model up to 
 _BATCH_HINT = 128  # the rows the packing is tuned for (any batch runs; this is the engine's default)
 
 
-def _kernel_ok() -> bool:
-    """The private op exists and computes what F.linear does, on a small layer."""
+DTYPES = (torch.bfloat16, torch.float32)
+
+
+@functools.cache
+def _kernel_ok(dtype: torch.dtype = torch.bfloat16) -> bool:
+    """The private op exists and computes what F.linear does, on a small layer in `dtype`."""
     try:
         gen = torch.Generator().manual_seed(0)
-        w = torch.randn(48, 32, generator=gen).to(torch.bfloat16)
-        b = torch.randn(48, generator=gen).to(torch.bfloat16)
-        x = torch.randn(5, 32, generator=gen).to(torch.bfloat16)
+        w = torch.randn(48, 32, generator=gen).to(dtype)
+        b = torch.randn(48, generator=gen).to(dtype)
+        x = torch.randn(5, 32, generator=gen).to(dtype)
         got = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(w, 5), b, "none", [], "")
-        return torch.allclose(got.float(), F.linear(x, w, b).float(), rtol=1e-2, atol=1e-2)
+        tol = 1e-2 if dtype == torch.bfloat16 else 1e-4
+        return torch.allclose(got.float(), F.linear(x, w, b).float(), rtol=tol, atol=tol)
     except (AttributeError, RuntimeError, NotImplementedError) as e:
         log.info("packed linears unavailable: %s", e)
         return False
@@ -53,12 +63,14 @@ def _forward(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -
 
 
 def pack(model, max_bytes: int = MAX_BYTES) -> int:
-    """Switch every plain bf16 `nn.Linear` of `model` (on CPU) to a packed copy of its weight;
-    returns how many were switched (0: the model is unchanged)."""
+    """Switch every plain `nn.Linear` of `model` (on CPU, in the model's dtype: bf16 or fp32) to a
+    packed copy of its weight; returns how many were switched (0: the model is unchanged)."""
+    dtype = model.dtype
     linears = [m for m in model.modules()
-               if type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"]
+               if type(m) is torch.nn.Linear and m.weight.dtype == dtype and m.weight.device.type == "cpu"]
     size = sum(m.weight.numel() * m.weight.element_size() for m in linears)
-    if not linears or size > max_bytes or not torch.backends.mkldnn.is_available() or not _kernel_ok():
+    if (not linears or dtype not in DTYPES or size > max_bytes or not torch.backends.mkldnn.is_available()
+            or not _kernel_ok(dtype)):
         return 0
     with torch.no_grad():
         for m in linears:
