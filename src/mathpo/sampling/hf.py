@@ -55,7 +55,7 @@ class HFBackend(Streaming):
         it lower). engine: "auto" (continuous batching where the model allows), "continuous", "generate".
         On the 2-core CPU, greedy on 256 synthetic problems: 32 rows 364 tok/s, 64 473, 128 534, 256 583
         (bench/batch_size.py with the demo's warm-up model). pack_linears: the sampling copy's linear
-        weights packed once for oneDNN (`packed.py`: 1.08x in bf16 on AMX, 1.20x in fp32 on AVX2, equal up
+        weights packed once for oneDNN (`packed.py`: 1.08x in bf16 on AMX, 1.03-1.20x in fp32 on AVX2, equal up
         to rounding, so opt-in; packed on a copy, never on a caller's own model)."""
         self.tok = tokenizer
         self.add_special_tokens = add_special_tokens
