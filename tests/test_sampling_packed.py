@@ -94,7 +94,13 @@ def test_a_callers_model_is_never_packed(tokenizer, tiny_model, caplog):
         assert "pack_linears: nothing packed" in caplog.text  # asked for and not done: said so
 
 
-def test_over_the_size_limit_nothing_is_switched(tiny_model):
+def test_over_the_size_limit_nothing_is_switched(tokenizer, tiny_model, monkeypatch):
+    import mathpo.sampling.packed as packed_module
+
+    with monkeypatch.context() as m:  # too large to pack: the backend does not even copy it
+        m.setattr(packed_module, "MAX_BYTES", 1)
+        b = HFBackend(tiny_model, tokenizer, sample_dtype="float32", pack_linears=True)
+        assert b.model is tiny_model and b.packed == 0 and patched(tiny_model) == 0
     model = tiny_model.to(torch.bfloat16)
     assert pack(model, max_bytes=1) == 0 and patched(model) == 0
     assert pack(copy.deepcopy(tiny_model).float(), max_bytes=1) == 0
