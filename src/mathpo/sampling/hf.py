@@ -70,13 +70,10 @@ class HFBackend(Streaming):
         if pack_linears:
             from . import packed
 
-            if device.type == "cpu":
+            if device.type == "cpu" and packed.fits(self.model):  # checked first: a copy costs the model's size
                 # packed on a copy of the backend's own: the caller's model may be trained after this
-                own = self.model
-                if own is model:  # not copied when too large to pack anyway: the copy alone is the model's size
-                    small = sum(p.numel() * p.element_size() for p in model.parameters()) <= packed.MAX_BYTES
-                    own = copy.deepcopy(model).eval() if small else None
-                self.packed = packed.pack(own) if own is not None else 0
+                own = self.model if self.model is not model else copy.deepcopy(model).eval()
+                self.packed = packed.pack(own)
                 if self.packed:
                     self.model = own
             if not self.packed:  # a GPU, too large, or the op missing on this CPU for this dtype

@@ -63,15 +63,26 @@ def _forward(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-def pack(model, max_bytes: int = MAX_BYTES) -> int:
+def _linears(model) -> list[torch.nn.Linear]:
+    return [m for m in model.modules()
+            if type(m) is torch.nn.Linear and m.weight.dtype == model.dtype and m.weight.device.type == "cpu"]
+
+
+def _bytes(linears) -> int:
+    return sum(m.weight.numel() * m.weight.element_size() for m in linears)
+
+
+def fits(model, max_bytes: int | None = None) -> bool:
+    """Its packable linear weights are at most `max_bytes` (default MAX_BYTES); checked before a copy is made."""
+    return _bytes(_linears(model)) <= (MAX_BYTES if max_bytes is None else max_bytes)
+
+
+def pack(model, max_bytes: int | None = None) -> int:
     """Switch every plain `nn.Linear` of `model` (on CPU, in the model's dtype: bf16 or fp32) to a
     packed copy of its weight; returns how many were switched (0: the model is unchanged)."""
-    dtype = model.dtype
-    linears = [m for m in model.modules()
-               if type(m) is torch.nn.Linear and m.weight.dtype == dtype and m.weight.device.type == "cpu"]
-    size = sum(m.weight.numel() * m.weight.element_size() for m in linears)
-    if (not linears or dtype not in DTYPES or size > max_bytes or not torch.backends.mkldnn.is_available()
-            or not _kernel_ok(dtype)):
+    linears = _linears(model)
+    if (not linears or model.dtype not in DTYPES or not fits(model, max_bytes)
+            or not torch.backends.mkldnn.is_available() or not _kernel_ok(model.dtype)):
         return 0
     with torch.no_grad():
         for m in linears:
@@ -79,5 +90,5 @@ def pack(model, max_bytes: int = MAX_BYTES) -> int:
             bias = None if m.bias is None else m.bias.detach()
             # an instance attribute: nn.Module.__call__ runs it in place of Linear.forward
             m.forward = functools.partial(_forward, packed, bias)
-    log.info("packed %d linear layers (%.0f MB) for sampling", len(linears), size / 1e6)
+    log.info("packed %d linear layers (%.0f MB) for sampling", len(linears), _bytes(linears) / 1e6)
     return len(linears)
