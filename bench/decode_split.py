@@ -54,8 +54,11 @@ def timed_attention(backend, texts, params):
             calls[kind] += 1
             if kind == "decode":
                 item = key.element_size() * 2 * key.shape[1] * key.shape[-1]  # K and V, per position
-                read[kind] += item * (query.shape[0] * cache.gen_mask.shape[-1]
-                                      + cache.prompts * cache.prompt_mask.shape[-1] + cache.common_len)
+                if cache.fused:  # each row up to its own length, each prompt slot in use once
+                    positions = int(cache.own_len.sum()) + int(cache.prompt_len[cache.starts.diff() > 0].sum())
+                else:  # every row and prompt slot up to the longest (the flash kernel's masked width)
+                    positions = query.shape[0] * cache.gen_mask.shape[-1] + cache.prompts * cache.prompt_mask.shape[-1]
+                read[kind] += item * (positions + cache.common_len)
             return out
         return timed
 
@@ -90,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--fewshot", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--decode-attention", default="fused", choices=["fused", "flash"],
+                    help="the hf backend's decode attention on CPU (mathpo's fused op or PyTorch's flash)")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -98,7 +103,7 @@ def main(argv=None) -> int:
     records = data.load("gsm8k", "test", args.questions, args.data_dir)
     shots = data.load("gsm8k", "train", args.fewshot, args.data_dir) if args.fewshot else []
     texts = [prompts.render(tok, r["question"], fewshot=shots) for r in records]
-    backend = HFBackend(loaded.model, tok)
+    backend = HFBackend(loaded.model, tok, decode_attention=args.decode_attention)
     backend.generate(["Hello"], SamplingParams(max_new_tokens=4))  # warm-up
     params = SamplingParams(n=args.n, temperature=0.7, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0)
     wall, tokens, st = timed_attention(backend, texts, params)
@@ -108,7 +113,8 @@ def main(argv=None) -> int:
     per_step = st["bytes"].get("decode", 0) / max(1, calls) * loaded.model.config.num_hidden_layers
     floor = copy_bandwidth(int(per_step))
     out = {"bench": "decode_split", "model": args.model, "questions": len(texts), "n": args.n,
-           "fewshot": args.fewshot, "max_new_tokens": args.max_new_tokens, "threads": args.threads,
+           "fewshot": args.fewshot, "decode_attention": args.decode_attention,
+           "max_new_tokens": args.max_new_tokens, "threads": args.threads,
            "batch_size": backend.batch_size, "tokens": tokens, "seconds": round(wall, 2),
            "tokens_per_s": round(tokens / wall, 1), "forward_s": round(st["forward_s"], 2),
            "attention_decode_s": round(decode_s, 2), "attention_prefill_s": round(prefill_s, 2),

@@ -11,7 +11,9 @@ Runs: `plain` (transformers `generate`, the model as loaded: fp32 on CPU, bf16 o
 in dataset order, left padding), `mathpo` (`HFBackend` with its defaults: continuous batching, bf16
 on CPUs with native bf16), `mathpo-calc` (the same with `--calculator`), `mathpo-fp32` (mathpo in the
 plain run's dtype, to separate scheduling from bf16), `mathpo-packed` (mathpo with `pack_linears`:
-its linear weights packed for oneDNN, `mathpo/sampling/packed.py`), `vllm` / `vllm-calc` (mathpo's vllm backend with
+its linear weights packed for oneDNN, `mathpo/sampling/packed.py`), `mathpo-flash` (mathpo with
+`decode_attention="flash"`: PyTorch's flash kernel in decode steps instead of mathpo's fused op,
+`mathpo/sampling/kernel.py`), `vllm` / `vllm-calc` (mathpo's vllm backend with
 its defaults: vLLM's engine in bf16 where the CPU has native bf16 and fp32 elsewhere, eager on CPU;
 the calculator through its logits processor), `vllm-bf16` (the same forced to bf16: vLLM's own
 default, emulated on CPUs without native bf16).
@@ -41,7 +43,8 @@ from mathpo import data, models, prompts
 from mathpo.sampling import SamplingParams
 from mathpo.sampling.hf import HFBackend
 
-RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "vllm", "vllm-calc", "vllm-bf16")
+RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "mathpo-flash", "vllm",
+        "vllm-calc", "vllm-bf16")
 ANNOTATION = re.compile(r"<<[^<>]*=[^<>]*>>")
 
 
@@ -77,7 +80,7 @@ def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int
     model, tok = loaded.model, loaded.tokenizer
     kind = run if run == "vllm-bf16" else "vllm" if run.startswith("vllm") \
         else "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 \
-        else "packed" if run == "mathpo-packed" else "auto"
+        else "packed" if run == "mathpo-packed" else "flash" if run == "mathpo-flash" else "auto"
     if kind.startswith("vllm") and kind in backends:
         from mathpo.sampling import vllm as vllm_backend
 
@@ -90,8 +93,9 @@ def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int
 
             backends[kind] = VLLMBackend(loaded.path, dtype="bfloat16" if kind == "vllm-bf16" else "auto")
         else:
-            backends[kind] = HFBackend(model, tok, sample_dtype="auto" if kind == "packed" else kind,
-                                       batch_size=batch_size, pack_linears=kind == "packed")
+            backends[kind] = HFBackend(model, tok, sample_dtype=kind if kind == "fp32" else "auto",
+                                       batch_size=batch_size, pack_linears=kind == "packed",
+                                       decode_attention="flash" if kind == "flash" else "fused")
         backends[kind].generate(["Hello"], SamplingParams(max_new_tokens=4))  # warm-up
         name = "mathpo" if kind == "auto" else kind if kind.startswith("vllm") else run
         startup[name] = round(time.perf_counter() - t0, 1)
@@ -148,7 +152,7 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
             label = f"{run} #{rep + 1}" if repeats > 1 else run
             print(f"[{device}] {label:<16} {f['tokens']:>7} tokens {f['seconds']:>8.1f} s {f['tokens_per_s']:>8.1f} "
                   f"tok/s {f['tokens_per_cpu_s']:>8} tok/cpu-s  annotations {f['annotations']}", flush=True)
-    for name in ("auto", "fp32", "packed"):
+    for name in ("auto", "fp32", "packed", "flash"):
         b = backends.get(name)
         if b is not None:
             figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
@@ -166,6 +170,7 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
             _ratio(figures, per_rep, f"{run}_vs_plain", run, "plain")
             _ratio(figures, per_rep, f"{run}_vs_plain_cpu", run, "plain", "tokens_per_cpu_s")
     for a, b in (("mathpo", "vllm"), ("mathpo-calc", "vllm-calc"), ("mathpo-packed", "mathpo"),
+                 ("mathpo", "mathpo-flash"), ("mathpo-flash", "vllm"),
                  ("mathpo-packed", "vllm"), ("mathpo", "vllm-bf16"), ("vllm", "vllm-bf16")):
         if a in figures and b in figures:
             _ratio(figures, per_rep, f"{a}_vs_{b}", a, b)

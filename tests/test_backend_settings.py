@@ -20,7 +20,9 @@ def test_read_from_a_commands_settings_with_defaults():
     assert s.options() == {"batch_size": 8, "kv_gb": 0.5, "dtype": "auto", "max_num_seqs": 16}  # not hf's knobs
     assert BackendSettings.of({"backend": "vllm", "dtype": "float16"}).options()["dtype"] == "float16"
     hf = BackendSettings.of({"sample_dtype": "fp32", "pack_linears": True})
-    assert hf.options() == {"batch_size": None, "kv_gb": None, "sample_dtype": "fp32", "pack_linears": True}
+    assert hf.options() == {"batch_size": None, "kv_gb": None, "sample_dtype": "fp32", "pack_linears": True,
+                            "decode_attention": "fused"}
+    assert BackendSettings.of({"decode_attention": "flash"}).options()["decode_attention"] == "flash"
     with pytest.raises(UserError, match="must be a mapping"):
         BackendSettings.of({"vllm_args": "[1, 2]"})
 
@@ -31,6 +33,8 @@ def test_checked_before_anything_loads():
     with pytest.raises(UserError, match="the hf backend takes none"):
         BackendSettings(vllm_args={"max_num_seqs": 8}).check()
     assert BackendSettings().check() == BackendSettings()
+    with pytest.raises(UserError, match="decode_attention must be fused or flash, got 'fast'"):
+        BackendSettings(decode_attention="fast").check()
 
 
 def test_vllm_args_checked_against_vllms_engine_args():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from mathpo.sampling import SamplingParams, slots
 from mathpo.sampling.hf import HFBackend
 
@@ -14,8 +16,9 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
 
-def test_timers_count_decode_bytes_and_restore_the_engine(tiny_model, tokenizer):
-    backend = HFBackend(tiny_model, tokenizer, sample_dtype="float32")
+@pytest.mark.parametrize("attention", ["fused", "flash"])
+def test_timers_count_decode_bytes_and_restore_the_engine(tiny_model, tokenizer, attention):
+    backend = HFBackend(tiny_model, tokenizer, sample_dtype="float32", decode_attention=attention)
     decode, prefill, forward = slots._decode, slots._prefill, type(backend.model).forward
     params = SamplingParams(n=2, temperature=0.7, max_new_tokens=6, seed=0)
     wall, tokens, st = bench.timed_attention(backend, ["Question: 1+1?\nAnswer:", "Question: 2+5?\nAnswer:"], params)
@@ -25,7 +28,8 @@ def test_timers_count_decode_bytes_and_restore_the_engine(tiny_model, tokenizer)
     assert st["calls"]["prefill"] == layers  # both prompts in one packed prefill
     assert st["calls"]["decode"] % layers == 0 and st["calls"]["decode"] > 0
     # each decode call reads at least the 4 rows' first own position, K and V, fp32
-    kv, head_dim = 2, tiny_model.config.hidden_size // tiny_model.config.num_attention_heads
+    config = tiny_model.config
+    kv, head_dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
     assert st["bytes"]["decode"] >= st["calls"]["decode"] * 4 * kv * head_dim * 2 * 4
     assert 0 < st["seconds"]["decode"] <= st["forward_s"] <= wall
     assert (slots._decode, slots._prefill) == (decode, prefill)

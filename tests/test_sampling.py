@@ -37,10 +37,11 @@ def bias(model, token_id, amount=100.0):
     return model.lm_head.register_forward_hook(hook)
 
 
+@pytest.mark.parametrize("attention", ["fused", "flash"])  # decode steps: mathpo's CPU op / PyTorch's
 @pytest.mark.parametrize("batch_size", [3, 64])  # one prompt per prefill; all prompts packed in one
-def test_engine_matches_generate_greedy(tokenizer, tiny_model, batch_size):
-    fast = backend(tiny_model, tokenizer, batch_size=batch_size)
-    assert fast.engine is not None
+def test_engine_matches_generate_greedy(tokenizer, tiny_model, batch_size, attention):
+    fast = backend(tiny_model, tokenizer, batch_size=batch_size, decode_attention=attention)
+    assert fast.engine is not None and fast.engine.fused == (attention == "fused")
     plain = backend(tiny_model, tokenizer, engine="generate")
     params = SamplingParams(n=2, max_new_tokens=10)
     assert texts(fast.generate(PROMPTS, params)) == texts(plain.generate(PROMPTS, params))
@@ -137,12 +138,13 @@ def test_prompts_with_a_common_prefix_give_the_same_rows(tokenizer, tiny_model, 
     assert len(used) == calls  # the second run went without it
 
 
-def test_common_prefix_logits_equal_the_models_own(tokenizer, tiny_model, monkeypatch):
+@pytest.mark.parametrize("attention", ["fused", "flash"])
+def test_common_prefix_logits_equal_the_models_own(tokenizer, tiny_model, monkeypatch, attention):
     # The logits each row samples from, at prefill and at the next step, against the model's own
     # forward over the whole sequence (positions, masks and the three-part merge all enter them).
     head = "Worked example: Tom has 3 apples and buys 4 more, so 3 + 4 = 7 apples. " * 4
     prompts = [head + "Q?", head + "What is 2+3?", head + "A longer question about pears and apples?"]
-    b = backend(tiny_model, tokenizer, batch_size=8)
+    b = backend(tiny_model, tokenizer, batch_size=8, decode_attention=attention)
     ids = b.encode(prompts)
     assert engine.common_prefix(ids) >= engine.MIN_COMMON and len({len(i) for i in ids}) == 3
     seen, picked, choose = [], [], sampler.choose

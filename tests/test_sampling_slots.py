@@ -10,15 +10,19 @@ import torch.nn.functional as F
 from mathpo.sampling.slots import SlotCache, slot_attention
 
 
+@pytest.mark.parametrize("fused", [True, False])  # the fused CPU op (kernel.py) / PyTorch's flash kernel
 @pytest.mark.parametrize("common", [0, 7])  # without / with a prefix common to every prompt
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_shared_prompt_decode_equals_full_attention(dtype, tol, common):
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+def test_shared_prompt_decode_equals_full_attention(dtype, tol, common, fused):
     torch.manual_seed(0)
-    heads, kv, dim, n = 4, 2, 16, 3
-    prompt_lens = [5, 9, 1]  # per prompt slot (what follows the common prefix)
+    heads, kv, dim, n = 6, 2, 64, 3
+    # per prompt slot (what follows the common prefix); lengths across the op's 16-position blocks
+    prompt_lens = [5, 37, 1]
     # rows: (prompt slot, sample, tokens already generated); prompt slot 1 has lost sample 0 (a hole)
-    rows = [(0, 0, 0), (0, 1, 4), (0, 2, 2), (1, 2, 6), (2, 0, 1), (1, 1, 3)]
-    cache = SlotCache(1, 6, kv, max(prompt_lens), 8, dim, n, dtype, "cpu", common_len=common)
+    rows = [(0, 0, 0), (0, 1, 4), (0, 2, 33), (1, 2, 6), (2, 0, 16), (1, 1, 47)]
+    cache = SlotCache(1, 6, kv, max(prompt_lens), 48, dim, n, dtype, "cpu", common_len=common, group=heads // kv)
+    assert cache.fused  # the op builds on this machine, for every dtype
+    cache.fused = fused
     for part in (cache.prompt_keys, cache.prompt_values, cache.keys, cache.values, cache.common_keys,
                  cache.common_values):
         for t in part:
@@ -29,7 +33,7 @@ def test_shared_prompt_decode_equals_full_attention(dtype, tol, common):
     value = torch.randn(len(rows), kv, 1, dim, dtype=dtype)
     out, _ = slot_attention(SimpleNamespace(layer_idx=0), query, key, value, None, scaling=dim ** -0.5,
                             mathpo_kv=cache)
-    assert out.shape == (len(rows), 1, heads, dim)
+    assert out.shape == (len(rows), 1, heads, dim) and out.dtype == dtype
     for b, (p, _, g) in enumerate(rows):
         # the new key/value went to the row's own position; the whole sequence is prompt + its tokens
         assert torch.equal(cache.keys[0][b, :, g], key[b, :, 0])
@@ -37,9 +41,17 @@ def test_shared_prompt_decode_equals_full_attention(dtype, tol, common):
                        cache.keys[0][b, :, :g + 1]], dim=1)
         v = torch.cat([*[c[0] for c in cache.common_values], cache.prompt_values[0][p, :, :prompt_lens[p]],
                        cache.values[0][b, :, :g + 1]], dim=1)
-        ref = F.scaled_dot_product_attention(query[b:b + 1].float(), k[None].float(), v[None].float(),
+        ref = F.scaled_dot_product_attention(query[b:b + 1].double(), k[None].double(), v[None].double(),
                                              enable_gqa=True)
-        assert torch.allclose(out[b, 0].float(), ref[0, :, 0], atol=tol, rtol=tol), b
+        assert torch.allclose(out[b, 0].double(), ref[0, :, 0], atol=tol, rtol=tol), b
+
+
+def test_fused_op_left_out_where_it_does_not_apply():
+    # head_dim not a multiple of 32, more than 16 query heads per kv head, or not on the CPU: flash
+    assert not SlotCache(1, 2, 1, 4, 4, 16, 1, torch.float32, "cpu").fused
+    assert not SlotCache(1, 2, 1, 4, 4, 64, 1, torch.float32, "cpu", group=32).fused
+    assert not SlotCache(1, 2, 1, 4, 4, 64, 1, torch.float64, "cpu").fused
+    assert SlotCache(1, 2, 1, 4, 4, 64, 1, torch.float32, "cpu", group=16).fused
 
 
 def test_prefill_writes_each_prompt_once_into_its_slot():

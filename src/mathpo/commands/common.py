@@ -66,6 +66,9 @@ def backend_options(opts: Options) -> None:
     opts.add("--pack-linears", action="store_true", default=False,
              help="hf backend on CPU: pack the bf16 copy's linear weights once for oneDNN (about 1.08x; "
                   "samples equal up to bf16 rounding, not bit for bit)")
+    opts.add("--decode-attention", default="fused", choices=["fused", "flash"],
+             help="hf backend on CPU: decode attention through mathpo's fused op (built at first use) "
+                  "or PyTorch's flash kernel")
     opts.add("--batch-size", type=int, default=None,
              help="rows generated together (hf backend; default 128 on CPU, 256 on CUDA, capped by KV memory)")
     opts.add("--vllm-args", default=None, metavar="'{KEY: VALUE, ...}'",

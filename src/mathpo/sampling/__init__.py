@@ -99,6 +99,8 @@ class Streaming:
         return out
 
 
+# The hf backend's decode attention on CPU: mathpo's fused op (sampling/kernel.py) or PyTorch's flash kernel
+DECODE_ATTENTION = ("fused", "flash")
 # vLLM engine arguments mathpo sets itself: the model comes from --model, the calculator is its processor
 VLLM_OWN = {"model": "--model", "logits_processors": "the calculator"}
 
@@ -106,8 +108,9 @@ VLLM_OWN = {"model": "--model", "logits_processors": "the calculator"}
 @dataclass(frozen=True)
 class BackendSettings:
     """How a backend is built: the one home of the backend settings of `sample`, `eval`, `pairs` and
-    `loop` (their `backend, batch_size, sample_dtype, kv_gb, pack_linears, vllm_args` keys).
-    `kv_gb` sizes either backend's KV cache, `sample_dtype` and `pack_linears` are the hf one's,
+    `loop` (their `backend, batch_size, sample_dtype, kv_gb, pack_linears, decode_attention, vllm_args`
+    keys). `kv_gb` sizes either backend's KV cache, `sample_dtype`, `pack_linears` and
+    `decode_attention` (fused: mathpo's CPU op, `kernel.py`; flash: PyTorch's kernel) are the hf one's,
     `vllm_args` are vLLM engine arguments (`vllm.LLM(**vllm_args)`: tensor_parallel_size,
     max_num_seqs, ...; they win over mathpo's own CPU settings). `dtype` is the command's `--dtype`:
     the hf backend's model is loaded in it before the backend is built, vLLM loads its own in it."""
@@ -116,6 +119,7 @@ class BackendSettings:
     sample_dtype: str = "auto"
     kv_gb: float | None = None
     pack_linears: bool = False
+    decode_attention: str = "fused"
     vllm_args: dict = field(default_factory=dict)
     dtype: str = "auto"
 
@@ -130,13 +134,15 @@ class BackendSettings:
         if not isinstance(args, dict):
             raise UserError(f"vllm_args must be a mapping such as '{{max_num_seqs: 64}}', got {args!r}")
         return cls(cfg.get("backend") or "hf", cfg.get("batch_size"), cfg.get("sample_dtype") or "auto",
-                   cfg.get("kv_gb"), bool(cfg.get("pack_linears")), {str(k): v for k, v in args.items()},
-                   cfg.get("dtype") or "auto")
+                   cfg.get("kv_gb"), bool(cfg.get("pack_linears")), cfg.get("decode_attention") or "fused",
+                   {str(k): v for k, v in args.items()}, cfg.get("dtype") or "auto")
 
     def check(self) -> BackendSettings:
         """UserError for an unknown backend, a missing extra, or vllm_args that vLLM would refuse
         (checked against vLLM's EngineArgs, so a typo fails before any model loads)."""
         check_backend(self.name)
+        if self.decode_attention not in DECODE_ATTENTION:
+            raise UserError(f"decode_attention must be {' or '.join(DECODE_ATTENTION)}, got {self.decode_attention!r}")
         if not self.vllm_args:
             return self
         if self.name != "vllm":
@@ -160,7 +166,8 @@ class BackendSettings:
         """The backend class's keyword arguments."""
         options = {"batch_size": self.batch_size, "kv_gb": self.kv_gb}
         if self.name == "hf":
-            options.update(sample_dtype=self.sample_dtype, pack_linears=self.pack_linears)
+            options.update(sample_dtype=self.sample_dtype, pack_linears=self.pack_linears,
+                           decode_attention=self.decode_attention)
         else:
             options.update(dtype=self.dtype, **self.vllm_args)
         return options

@@ -57,12 +57,15 @@ class _Call:
 
 
 class BatchEngine:
-    def __init__(self, model, tokenizer, max_slots: int, kv_bytes: int):
+    def __init__(self, model, tokenizer, max_slots: int, kv_bytes: int, fused: bool = True):
         self.model, self.tok = model, tokenizer
+        self.fused = fused  # decode attention through the fused CPU op where it applies (slots.py)
         self.max_slots, self.kv_bytes = max_slots, kv_bytes
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = eos if isinstance(eos, (list, tuple)) else [eos]
         self.eos = {t for t in [*eos, tokenizer.eos_token_id] if t is not None}
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.group = config.num_attention_heads // dims(model.config)[1]  # query heads per kv head
         self._pieces: dict[int, str] = {}  # token id -> its text alone (kept across calls)
         self._forced: dict[str, list[int]] = {}  # text to force -> its tokens
         # Streams open on the model: its attention is the slot cache's from the first one's start to
@@ -96,7 +99,8 @@ class BatchEngine:
         slots = self.slots_for(len(prompts) * n, prompt_len + params.max_new_tokens, n)
         layers, kv_heads, head_dim = dims(self.model.config)
         cache = SlotCache(layers, slots, kv_heads, prompt_len, params.max_new_tokens, head_dim, n,
-                          self.model.dtype, self.model.device, common_len=common)
+                          self.model.dtype, self.model.device, common_len=common, group=self.group,
+                          fused=self.fused)
         call = _Call(params, cache, max((len(s) for s in params.stop), default=0) + 8, list(range(slots)),
                      common, prompt_lens=[1] * slots)
         if common:

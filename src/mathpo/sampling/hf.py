@@ -22,7 +22,7 @@ import torch
 
 from ..errors import UserError
 from ..models import cpu_has_bf16, dtype_named
-from . import Completion, SamplingParams, Streaming, truncate_at_stop
+from . import DECODE_ATTENTION, Completion, SamplingParams, Streaming, truncate_at_stop
 from .calculator import CalculatorLogitsProcessor
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,16 @@ class HFBackend(Streaming):
 
     def __init__(self, model, tokenizer, add_special_tokens: bool = False, batch_size: int | None = None,
                  sample_dtype: str = "auto", kv_gb: float | None = None, engine: str = "auto",
-                 pack_linears: bool = False):
+                 pack_linears: bool = False, decode_attention: str = "fused"):
         """batch_size: rows generated together at most (default 128 on CPU, 256 on CUDA; memory may cap
         it lower). engine: "auto" (continuous batching where the model allows), "continuous", "generate".
         On the 2-core CPU, greedy on 256 synthetic problems: 32 rows 364 tok/s, 64 473, 128 534, 256 583
         (bench/batch_size.py with the demo's warm-up model). pack_linears: the sampling copy's linear
         weights packed once for oneDNN (`packed.py`: 1.08x in bf16 on AMX, 1.03-1.20x in fp32 on AVX2, equal up
-        to rounding, so opt-in; packed on a copy, never on a caller's own model)."""
+        to rounding, so opt-in; packed on a copy, never on a caller's own model). decode_attention: "fused"
+        (decode steps on CPU through mathpo's op, `kernel.py`, where it builds) or "flash" (PyTorch's)."""
+        if decode_attention not in DECODE_ATTENTION:
+            raise ValueError(f"decode_attention: {' or '.join(DECODE_ATTENTION)}, not {decode_attention!r}")
         self.tok = tokenizer
         self.add_special_tokens = add_special_tokens
         self.tok.padding_side = "left"
@@ -82,9 +85,9 @@ class HFBackend(Streaming):
         kv_bytes = int(kv_gb * GiB) if kv_gb else _default_kv_bytes(device)
         self.engine = None
         if engine != "generate":
-            self.engine = self._make_engine(kv_bytes, required=engine == "continuous")
+            self.engine = self._make_engine(kv_bytes, engine == "continuous", decode_attention == "fused")
 
-    def _make_engine(self, kv_bytes: int, required: bool):
+    def _make_engine(self, kv_bytes: int, required: bool, fused: bool):
         from .engine import BatchEngine
         from .slots import NAME
 
@@ -100,7 +103,7 @@ class HFBackend(Streaming):
             if required:
                 raise RuntimeError(f"{type(self.model).__name__} does not support continuous batching")
             return None
-        return BatchEngine(self.model, self.tok, self.batch_size, kv_bytes)
+        return BatchEngine(self.model, self.tok, self.batch_size, kv_bytes, fused)
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         return [self.tok(p, add_special_tokens=self.add_special_tokens).input_ids for p in prompts]

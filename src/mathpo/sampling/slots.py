@@ -10,8 +10,12 @@ Here the cache is preallocated and written in place, in two parts per layer:
 - row slots [slots, kv_heads, gen_len, head_dim]: each row's generated tokens, written at the
   row's own position; active rows always occupy slots 0..B-1 (a finished one is replaced by the
   last), so attention reads a view, never a copy.
-A decode step attends to both parts separately and merges them by their log-sum-exp (exactly the
-softmax over the concatenation, as in split-KV / flash-decoding).
+A decode step on CPU runs one fused op over both parts (`kernel.py`, `decode_attention.cpp`): per
+row one softmax over its prompt slot and its own tokens, each row read only up to its own length, a
+prompt's rows one after another so its keys/values come from cache for all but the first. Elsewhere
+(CUDA, head sizes it does not take, `decode_attention="flash"`) it attends to the two parts
+separately through PyTorch's flash kernel and merges them by their log-sum-exp (exactly the softmax
+over the concatenation, as in split-KV / flash-decoding).
 A call whose prompts all begin with the same tokens (few-shot worked examples, a long system turn;
 the engine does it from 64 tokens on) keeps that common prefix once, in a third part
 [1, kv_heads, common_len, head_dim]: it is prefilled once, every prompt slot holds only the rest of
@@ -31,6 +35,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from . import kernel
+
 NAME = "mathpo_slots"
 
 
@@ -40,7 +46,7 @@ class Unsupported(RuntimeError):
 
 class SlotCache:
     def __init__(self, layers: int, slots: int, kv_heads: int, prompt_len: int, gen_len: int, head_dim: int,
-                 n: int, dtype, device, common_len: int = 0):
+                 n: int, dtype, device, common_len: int = 0, group: int = 1, fused: bool = True):
         # zeros, not empty: masked positions still enter attention as 0 * value, and 0 * NaN is NaN
         def part(count, length):
             return [torch.zeros((count, kv_heads, length, head_dim), dtype=dtype, device=device)
@@ -53,6 +59,10 @@ class SlotCache:
         self.n, self.gen_len, self.kv_heads = n, gen_len, kv_heads
         self.length = common_len + prompt_len + gen_len  # the longest sequence a row can reach
         self.dtype, self.device = dtype, device
+        # Decode through the fused op (kernel.py) where it is built and takes these shapes; else flash.
+        self.fused = (fused and torch.device(device).type == "cpu"
+                      and dtype in (torch.float32, torch.bfloat16, torch.float16)
+                      and head_dim % 32 == 0 and head_dim <= 128 and group <= 16 and kernel.op() is not None)
         # What the next forward does; set by the engine before each call.
         self.mode = "decode"  # or "prefill", or "common" (the common prefix's own prefill)
         # prefill: prompts packed in one sequence; per prompt (start, end, prompt slot)
@@ -91,8 +101,16 @@ class SlotCache:
         slot, sample = (torch.tensor(x, device=self.device)[:, None] for x in (slots, samples))
         self.cells = ((slot * self.kv_heads + heads[None, :]) * self.n + sample).reshape(-1)
         self.prompts = len(prompt_lens)
-        self.gen_mask = self._mask([p + 1 for p in gen_pos])
-        self.prompt_mask = self._mask(prompt_lens)
+        if self.fused:  # the op reads each row's lengths; no masks
+            self.own_len = pos + 1
+            self.prompt_len = torch.tensor(prompt_lens, device=self.device)
+            slot = slot[:, 0]
+            self.order = torch.argsort(slot, stable=True)  # rows grouped by prompt slot
+            self.starts = torch.zeros(self.prompts + 1, dtype=torch.long, device=self.device)
+            self.starts[1:] = torch.bincount(slot, minlength=self.prompts).cumsum(0)
+        else:
+            self.gen_mask = self._mask([p + 1 for p in gen_pos])
+            self.prompt_mask = self._mask(prompt_lens)
 
     def prepare_prefill(self, segments: list[tuple[int, int, int]]) -> None:
         self.mode, self.segments = "prefill", segments
@@ -160,9 +178,9 @@ def _prefill(cache: SlotCache, layer: int, query, key, value, scaling):
 
 def _decode(cache: SlotCache, layer: int, query, key, value, scaling):
     """One new token per active row: attention over its own tokens and, shared with its prompt's other
-    samples, over the prompt; the two merged by log-sum-exp."""
+    samples, over the prompt (the fused op, else flash and a merge), then the common prefix merged in."""
     batch, heads, _, head_dim = query.shape
-    kv, n, prompts = key.shape[1], cache.n, cache.prompts
+    kv = key.shape[1]
     group = heads // kv
     K, V = cache.keys[layer], cache.values[layer]
     # index_copy_ on a flat view: advanced-index assignment (K[rows, :, pos] = ...) is far slower on CPU
@@ -171,6 +189,26 @@ def _decode(cache: SlotCache, layer: int, query, key, value, scaling):
     # Grouped-query attention without repeating keys: the query heads sharing a kv head become
     # that head's "query positions" (the same trick as transformers' pack_gqa).
     q = query.reshape(batch, kv, group, head_dim)
+    if cache.fused:
+        out, lse = kernel.op()(q.contiguous(), K, V, cache.own_len, cache.prompt_keys[layer],
+                               cache.prompt_values[layer], cache.prompt_len, cache.order, cache.starts, scaling)
+    else:
+        out, lse = _decode_flash(cache, layer, q, scaling)
+    if cache.common_len:
+        # every row's queries as the query positions of one sequence over the common prefix
+        rows = q.transpose(0, 1).reshape(1, kv, batch * group, head_dim)
+        common, common_lse = _attend(rows, cache.common_keys[layer], cache.common_values[layer], None, scaling)
+        common = common.reshape(kv, batch, group, head_dim).transpose(0, 1)
+        common_lse = common_lse.reshape(kv, batch, group).transpose(0, 1)
+        out = torch.lerp(out, common, torch.sigmoid(common_lse - lse).to(out.dtype)[..., None])
+    return out.reshape(batch, heads, 1, head_dim).transpose(1, 2), None
+
+
+def _decode_flash(cache: SlotCache, layer: int, q, scaling):
+    """Rows' own part and their prompts' part through PyTorch's flash kernel, merged: (out, lse)."""
+    batch, kv, group, head_dim = q.shape
+    n, prompts = cache.n, cache.prompts
+    K, V = cache.keys[layer], cache.values[layer]
     width = cache.gen_mask.shape[-1]
     own, own_lse = _attend(q, K[:batch, :, :width], V[:batch, :, :width], cache.gen_mask, scaling)
     # The prompt part: each prompt's n sample cells stacked as query positions of its slot (a grid
@@ -184,16 +222,7 @@ def _decode(cache: SlotCache, layer: int, query, key, value, scaling):
     shared = shared.reshape(-1, group, head_dim).index_select(0, cache.cells).view(batch, kv, group, head_dim)
     shared_lse = shared_lse.reshape(-1, group).index_select(0, cache.cells).view(batch, kv, group)
     weight = torch.sigmoid(shared_lse - own_lse).to(own.dtype)[..., None]  # the prompt part's softmax mass
-    out = torch.lerp(own, shared, weight)
-    if cache.common_len:
-        # every row's queries as the query positions of one sequence over the common prefix
-        rows = q.transpose(0, 1).reshape(1, kv, batch * group, head_dim)
-        common, common_lse = _attend(rows, cache.common_keys[layer], cache.common_values[layer], None, scaling)
-        common = common.reshape(kv, batch, group, head_dim).transpose(0, 1)
-        common_lse = common_lse.reshape(kv, batch, group).transpose(0, 1)
-        weight = torch.sigmoid(common_lse - torch.logaddexp(own_lse, shared_lse)).to(own.dtype)[..., None]
-        out = torch.lerp(out, common, weight)
-    return out.reshape(batch, heads, 1, head_dim).transpose(1, 2), None
+    return torch.lerp(own, shared, weight), torch.logaddexp(own_lse, shared_lse)
 
 
 def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
