@@ -1,44 +1,75 @@
 // One decode step of the slot cache's attention (mathpo/sampling/slots.py), fused into one CPU op:
 // for each active row, one softmax over [its prompt slot | its own generated tokens], read in place
 // (each row only up to its own length: no masks, no padding, no merge of two partial results), and
-// its log-sum-exp (slots.py merges a common prefix, attended for all rows at once, by it). Tasks are (prompt slot, kv head) pairs; a task runs the rows of its prompt one after
-// another, so the prompt's keys/values are read from memory once and from cache for the other
-// samples. Built at first use by mathpo/sampling/kernel.py (torch.utils.cpp_extension).
+// its log-sum-exp (slots.py merges a common prefix, attended for all rows at once, by it).
+// Tasks are (prompt slot, kv head) pairs; a task runs the rows of its prompt one after another, so
+// the prompt's keys/values are read from memory once and from cache for the other samples. Per row
+// two passes: every score first (one max and one exp sweep per row, not per block), then the
+// values. Built at first use by mathpo/sampling/kernel.py (torch.utils.cpp_extension).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 namespace {
 
 using Vec = at::vec::Vectorized<float>;
-alignas(64) constexpr float kIota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-constexpr int MAX_GROUP = 16;  // query heads per kv head
+constexpr int W = Vec::size();  // positions per block: one vector of scores
+constexpr int MAX_GROUP = 16;   // query heads per kv head
+constexpr int MAX_NV = 16;      // head_dim / W
+constexpr int PREFETCH = 2;     // blocks ahead
+constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
 
-// D = NV * Vec::size() floats, widened from the cache's dtype.
+// D = NV * W floats, widened from the cache's dtype.
 template <typename T, int NV>
 inline void load(const T* p, Vec* out) {
   if constexpr (std::is_same_v<T, float>) {
-    for (int i = 0; i < NV; ++i) out[i] = Vec::loadu(p + i * Vec::size());
+    for (int i = 0; i < NV; ++i) out[i] = Vec::loadu(p + i * W);
   } else {
-    using BVec = at::vec::Vectorized<T>;
     for (int i = 0; i < NV; i += 2) {
-      auto [a, b] = at::vec::convert_to_float<T>(BVec::loadu(p + i * Vec::size()));
+      auto [a, b] = at::vec::convert_to_float<T>(at::vec::Vectorized<T>::loadu(p + i * W));
       out[i] = a;
       out[i + 1] = b;
     }
   }
 }
 
-template <int NV>
-struct State {
-  Vec acc[MAX_GROUP][NV];
-  float m[MAX_GROUP], l[MAX_GROUP];
-};
+// Positions [0, nb) of a block as float32: the cache itself when it is float32, else widened into
+// buf once (then read by every query from L1).
+template <typename T, int NV>
+inline const float* widen(const T* src, int nb, float* buf) {
+  if constexpr (std::is_same_v<T, float>) {
+    return src;
+  } else {
+    Vec x[NV];
+    for (int j = 0; j < nb; ++j) {
+      load<T, NV>(src + j * NV * W, x);
+      for (int i = 0; i < NV; ++i) x[i].store(buf + (j * NV + i) * W);
+    }
+    return buf;
+  }
+}
+
+// Ahead of use, so that reading memory overlaps the arithmetic (a run's two streams are too few
+// for the hardware prefetcher alone to keep the cores fed).
+template <typename T>
+inline void prefetch(const T* base, int64_t j0, int64_t len, int64_t D) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  const int64_t end = std::min<int64_t>(len, j0 + (PREFETCH + 1) * W);
+  for (int64_t j = j0 + PREFETCH * W; j < end; ++j)
+    for (int64_t off = 0; off < D * (int64_t)sizeof(T); off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(base + j * D) + off, _MM_HINT_T0);
+#endif
+}
 
 // Lane i of the result: the sum of x[i]'s lanes (a transpose-and-add: ~3 instructions per sum
 // where a horizontal reduction of each vector takes ~8).
@@ -58,64 +89,142 @@ inline Vec reduce_lanes(const Vec* x) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
                        _mm512_shuffle_f32x4(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
 #else
-  alignas(64) float out[Vec::size()];
-  for (int i = 0; i < Vec::size(); ++i)
-    out[i] = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, x[i]);
+  alignas(64) float out[W];
+  for (int i = 0; i < W; ++i) out[i] = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, x[i]);
   return Vec::loadu(out);
 #endif
 }
 
-// Online softmax over positions [0, len) of one (keys, values) run, `G` queries at once, in blocks
-// of Vec::size() positions (one vector of scores per query).
+template <typename T>
+struct Run {
+  const T *K, *V;
+  int64_t len;
+};
+
+// One query head group of one row: G queries (q: fp32, scaled; qb: the raw bf16 query where
+// vdpbf16ps takes it), its runs of keys/values in order, s: G x cap floats of scratch.
 template <typename T, int NV>
-inline void run(const T* K, const T* V, int64_t len, int64_t D, const Vec (*q)[NV], int G, State<NV>& st) {
-  constexpr int W = Vec::size();
-  Vec part[MAX_GROUP][W];  // per query, per position: the lane-wise products summed over D
-  alignas(64) float p[MAX_GROUP][W];
-  for (int64_t j0 = 0; j0 < len; j0 += W) {
-    const int nb = (int)std::min<int64_t>(W, len - j0);
-    for (int j = 0; j < nb; ++j) {
-      Vec k[NV];
-      load<T, NV>(K + (j0 + j) * D, k);
-      for (int g = 0; g < G; ++g) {
-        Vec sum = q[g][0] * k[0];
-        for (int i = 1; i < NV; ++i) sum = at::vec::fmadd(q[g][i], k[i], sum);
-        part[g][j] = sum;
+struct Row {
+  const Vec (*q)[NV];
+  const T* qraw;
+  float scale;
+  int G;
+  float* s;
+  int64_t cap;
+
+  // Pass 1: every score of one run, at s[g * cap + off ...] (a last block's extra lanes land past
+  // the run and are overwritten by the next run or masked by the caller).
+  void scores(const T* K, int64_t len, int64_t off) const {
+    constexpr int D = NV * W;
+    alignas(64) float kbuf[W * D];
+    for (int64_t j0 = 0; j0 < len; j0 += W) {
+      const int nb = (int)std::min<int64_t>(W, len - j0);
+      prefetch(K, j0, len, D);
+#if defined(__AVX512BF16__)
+      if constexpr (std::is_same_v<T, at::BFloat16>) {  // bf16 pairs multiplied and summed in fp32
+        for (int g = 0; g < G; ++g) {
+          __m512bh qb[NV / 2];
+          for (int i = 0; i < NV / 2; ++i) qb[i] = (__m512bh)_mm512_loadu_si512(qraw + g * D + i * 2 * W);
+          Vec part[W];
+          for (int j = 0; j < W; ++j) {
+            __m512 sum = _mm512_setzero_ps();
+            if (j < nb)
+              for (int i = 0; i < NV / 2; ++i)
+                sum = _mm512_dpbf16_ps(sum, qb[i], (__m512bh)_mm512_loadu_si512(K + (j0 + j) * D + i * 2 * W));
+            part[j] = sum;
+          }
+          (reduce_lanes(part) * Vec(scale)).store(s + g * cap + off + j0);
+        }
+        continue;
       }
-    }
-    const Vec valid = Vec::loadu(kIota) < Vec(static_cast<float>(nb));  // all ones where j < nb
-    for (int g = 0; g < G; ++g) {
-      for (int j = nb; j < W; ++j) part[g][j] = Vec(0.f);
-      const Vec sv = Vec::blendv(Vec(-std::numeric_limits<float>::infinity()), reduce_lanes(part[g]), valid);
-      const float mb = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, sv);
-      const float mn = std::max(st.m[g], mb);
-      const float corr = std::exp(st.m[g] - mn);  // 0 at the first block (m = -inf)
-      const Vec e = (sv - Vec(mn)).exp_u20();
-      e.store(p[g]);
-      st.l[g] = st.l[g] * corr + at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, e);
-      st.m[g] = mn;
-      if (corr != 1.f)
-        for (int i = 0; i < NV; ++i) st.acc[g][i] = st.acc[g][i] * Vec(corr);
-    }
-    for (int j = 0; j < nb; ++j) {
-      Vec v[NV];
-      load<T, NV>(V + (j0 + j) * D, v);
+#endif
+      const float* k = widen<T, NV>(K + j0 * D, nb, kbuf);
       for (int g = 0; g < G; ++g) {
-        const Vec w(p[g][j]);
-        for (int i = 0; i < NV; ++i) st.acc[g][i] = at::vec::fmadd(w, v[i], st.acc[g][i]);
+        Vec part[W];  // per position: the lane-wise products summed over D
+        for (int j = 0; j < W; ++j) {
+          if (j >= nb) {
+            part[j] = Vec(0.f);
+            continue;
+          }
+          Vec sum = q[g][0] * Vec::loadu(k + j * D);
+          for (int i = 1; i < NV; ++i) sum = at::vec::fmadd(q[g][i], Vec::loadu(k + j * D + i * W), sum);
+          part[j] = sum;
+        }
+        reduce_lanes(part).store(s + g * cap + off + j0);
       }
     }
   }
-}
+
+  // Pass 2: acc[g] += weight * value over one run's positions.
+  void values(const T* V, int64_t len, int64_t off, Vec (*acc)[NV]) const {
+    constexpr int D = NV * W;
+    alignas(64) float vbuf[W * D];
+    for (int64_t j0 = 0; j0 < len; j0 += W) {
+      const int nb = (int)std::min<int64_t>(W, len - j0);
+      prefetch(V, j0, len, D);
+      const float* v = widen<T, NV>(V + j0 * D, nb, vbuf);
+      for (int g = 0; g < G; ++g) {
+        const float* w = s + g * cap + off + j0;
+        Vec a[NV];
+        for (int i = 0; i < NV; ++i) a[i] = acc[g][i];
+        for (int j = 0; j < nb; ++j) {
+          const Vec wj(w[j]);
+          for (int i = 0; i < NV; ++i) a[i] = at::vec::fmadd(wj, Vec::loadu(v + j * D + i * W), a[i]);
+        }
+        for (int i = 0; i < NV; ++i) acc[g][i] = a[i];
+      }
+    }
+  }
+
+  // Softmax over all runs' positions, then the weighted values: out (G x D) and lse (G).
+  void attend(const Run<T>* runs, int nruns, T* out, float* lse) const {
+    constexpr int D = NV * W;
+    int64_t total = 0;
+    for (int r = 0; r < nruns; ++r) {
+      scores(runs[r].K, runs[r].len, total);
+      total += runs[r].len;
+    }
+    const int64_t padded = (total + W - 1) / W * W;
+    Vec acc[MAX_GROUP][NV];
+    float l[MAX_GROUP], m[MAX_GROUP];
+    for (int g = 0; g < G; ++g) {
+      float* sg = s + g * cap;
+      for (int64_t j = total; j < padded; ++j) sg[j] = NEG_INF;
+      Vec mv(NEG_INF);
+      for (int64_t j = 0; j < padded; j += W) mv = at::vec::maximum(mv, Vec::loadu(sg + j));
+      m[g] = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, mv);
+      Vec lv(0.f);
+      for (int64_t j = 0; j < padded; j += W) {
+        const Vec e = (Vec::loadu(sg + j) - Vec(m[g])).exp_u20();
+        e.store(sg + j);
+        lv = lv + e;
+      }
+      l[g] = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, lv);
+      for (int i = 0; i < NV; ++i) acc[g][i] = Vec(0.f);
+    }
+    int64_t off = 0;
+    for (int r = 0; r < nruns; ++r) {
+      values(runs[r].V, runs[r].len, off, acc);
+      off += runs[r].len;
+    }
+    alignas(64) float tmp[D];
+    for (int g = 0; g < G; ++g) {
+      const Vec inv(1.f / l[g]);
+      for (int i = 0; i < NV; ++i) (acc[g][i] * inv).store(tmp + i * W);
+      for (int d = 0; d < D; ++d) out[g * D + d] = static_cast<T>(tmp[d]);
+      lse[g] = m[g] + std::log(l[g]);
+    }
+  }
+};
 
 template <typename T, int NV>
 void kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& own_len,
             const at::Tensor& pkeys, const at::Tensor& pvalues, const at::Tensor& plen,
             const at::Tensor& order, const at::Tensor& starts, double scale, at::Tensor& out,
             at::Tensor& lse) {
-  const int64_t KV = q.size(1), G = q.size(2), D = q.size(3);
-  const int64_t Lg = keys.size(2), Lp = pkeys.size(2);
-  const int64_t P = plen.size(0);
+  constexpr int D = NV * W;
+  const int64_t KV = q.size(1), G = q.size(2);
+  const int64_t Lg = keys.size(2), Lp = pkeys.size(2), P = plen.size(0);
   const T* qp = q.data_ptr<T>();
   const T *kp = keys.data_ptr<T>(), *vp = values.data_ptr<T>();
   const T *pkp = pkeys.data_ptr<T>(), *pvp = pvalues.data_ptr<T>();
@@ -123,55 +232,47 @@ void kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& value
   const int64_t *ord = order.data_ptr<int64_t>(), *st0 = starts.data_ptr<int64_t>();
   T* op = out.data_ptr<T>();
   float* lp = lse.data_ptr<float>();
+  const int64_t cap = Lp + Lg + W;  // a row's scores, with room for a last block's extra lanes
   at::parallel_for(0, P * KV, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(G * cap);
+    Vec qv[MAX_GROUP][NV];
+    alignas(64) float tmp[D];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t slot = t / KV, h = t % KV;
       for (int64_t i = st0[slot]; i < st0[slot + 1]; ++i) {
-        const int64_t r = ord[i];
-        Vec qv[MAX_GROUP][NV];
-        alignas(64) float tmp[NV * Vec::size()];
+        const int64_t r = ord[i], base = (r * KV + h) * G;
         for (int g = 0; g < G; ++g) {
-          const T* src = qp + ((r * KV + h) * G + g) * D;
-          for (int64_t d = 0; d < D; ++d) tmp[d] = static_cast<float>(src[d]) * (float)scale;
-          for (int k = 0; k < NV; ++k) qv[g][k] = Vec::loadu(tmp + k * Vec::size());
+          for (int d = 0; d < D; ++d) tmp[d] = static_cast<float>(qp[(base + g) * D + d]) * (float)scale;
+          for (int k = 0; k < NV; ++k) qv[g][k] = Vec::loadu(tmp + k * W);
         }
-        State<NV> s;
-        for (int g = 0; g < G; ++g) {
-          s.m[g] = -std::numeric_limits<float>::infinity();
-          s.l[g] = 0.f;
-          for (int k = 0; k < NV; ++k) s.acc[g][k] = Vec(0.f);
-        }
-        run<T, NV>(pkp + (slot * KV + h) * Lp * D, pvp + (slot * KV + h) * Lp * D, pl[slot], D, qv, G, s);
-        run<T, NV>(kp + (r * KV + h) * Lg * D, vp + (r * KV + h) * Lg * D, own[r], D, qv, G, s);
-        for (int g = 0; g < G; ++g) {
-          const Vec inv(1.f / s.l[g]);
-          for (int k = 0; k < NV; ++k) (s.acc[g][k] * inv).store(tmp + k * Vec::size());
-          T* dst = op + ((r * KV + h) * G + g) * D;
-          for (int64_t d = 0; d < D; ++d) dst[d] = static_cast<T>(tmp[d]);
-          lp[(r * KV + h) * G + g] = s.m[g] + std::log(s.l[g]);
-        }
+        const Run<T> runs[2] = {{pkp + (slot * KV + h) * Lp * D, pvp + (slot * KV + h) * Lp * D, pl[slot]},
+                                {kp + (r * KV + h) * Lg * D, vp + (r * KV + h) * Lg * D, own[r]}};
+        Row<T, NV>{qv, qp + base * D, (float)scale, (int)G, scratch.data(), cap}.attend(runs, 2, op + base * D, lp + base);
       }
     }
   });
 }
 
 // q [B, KV, G, D]; keys/values [S >= B, KV, Lg, D] (row b's own tokens, own_len[b] of them);
-// pkeys/pvalues [Ps >= P, KV, Lp, D] (prompt slot p's tokens, plen[p] >= 1 of them); order: rows
+// pkeys/pvalues [Ps >= P, KV, Lp, D] (prompt slot p's tokens, plen[p] of them); order: rows
 // grouped by prompt slot, slot p's rows at order[starts[p]:starts[p+1]]; scale multiplies q.k.
 // Returns the output [B, KV, G, D] and its log-sum-exp [B, KV, G] (float32).
-std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
-                            const at::Tensor& own_len, const at::Tensor& pkeys, const at::Tensor& pvalues,
-                            const at::Tensor& plen, const at::Tensor& order, const at::Tensor& starts, double scale) {
+std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const at::Tensor& keys,
+                                                    const at::Tensor& values, const at::Tensor& own_len,
+                                                    const at::Tensor& pkeys, const at::Tensor& pvalues,
+                                                    const at::Tensor& plen, const at::Tensor& order,
+                                                    const at::Tensor& starts, double scale) {
   TORCH_CHECK(q.dim() == 4 && q.is_contiguous() && keys.is_contiguous() && values.is_contiguous() &&
                   pkeys.is_contiguous() && pvalues.is_contiguous(),
               "decode_attention: contiguous 4-d tensors expected");
   TORCH_CHECK(q.size(2) <= MAX_GROUP, "decode_attention: at most ", MAX_GROUP, " query heads per kv head");
-  const int64_t D = q.size(3);
-  TORCH_CHECK(D % (2 * Vec::size()) == 0, "decode_attention: head_dim must be a multiple of ", 2 * Vec::size());
+  for (const auto& t : {own_len, plen, order, starts})
+    TORCH_CHECK(t.scalar_type() == at::kLong && t.is_contiguous(), "decode_attention: int64 indices expected");
+  const int64_t D = q.size(3), nv = D / W;
+  TORCH_CHECK(D % (2 * W) == 0 && nv <= MAX_NV, "decode_attention: head_dim ", D, " not supported");
   auto out = at::empty_like(q);
   auto lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
-  const int64_t nv = D / Vec::size();
-  auto run_nv = [&](auto tag) {
+  auto by_width = [&](auto tag) {
     using T = decltype(tag);
     switch (nv) {
       case 2: kernel<T, 2>(q, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
@@ -182,9 +283,9 @@ std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const a
     }
   };
   switch (q.scalar_type()) {
-    case at::kFloat: run_nv(float{}); break;
-    case at::kBFloat16: run_nv(at::BFloat16{}); break;
-    case at::kHalf: run_nv(at::Half{}); break;
+    case at::kFloat: by_width(float{}); break;
+    case at::kBFloat16: by_width(at::BFloat16{}); break;
+    case at::kHalf: by_width(at::Half{}); break;
     default: TORCH_CHECK(false, "decode_attention: float32, bfloat16 or float16 expected");
   }
   return {out, lse};

@@ -1,9 +1,10 @@
 """The fused CPU decode-attention op (`decode_attention.cpp`), built once per machine with
 `torch.utils.cpp_extension` and loaded as `torch.ops.mathpo.decode_attention`.
 
-Built for the CPU's own vector width (PyTorch's `get_cpu_capability`: AVX512, AVX2, else plain C++),
-into torch's extension cache under a name that carries it, so a home folder shared by different
-machines never loads a build made for another CPU. Where it cannot be built (no compiler, no ninja)
+Built for the CPU's own vector width (PyTorch's `get_cpu_capability`: AVX512, AVX2, else plain C++;
+with AVX512-BF16's dot products where the CPU has them), into torch's extension cache under a name
+that carries both, so a home folder shared by different machines never loads a build made for
+another CPU. Where it cannot be built (no compiler, no ninja)
 `op()` is None, with one warning, and `slots.py` attends through PyTorch's flash kernel as before.
 Used by `slots.py` in the hf backend's decode steps (`mathpo sample`, `eval`, the loop).
 """
@@ -19,7 +20,7 @@ import torch
 SOURCE = Path(__file__).with_name("decode_attention.cpp")
 FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-DCPU_CAPABILITY_AVX512"],
-    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2"],
 }
 
 
@@ -28,11 +29,13 @@ def op():
     """torch.ops.mathpo.decode_attention, or None where it cannot be built here."""
     capability = torch.backends.cpu.get_cpu_capability()
     capability = capability if capability in FLAGS else "DEFAULT"
+    flags = [f"-DCPU_CAPABILITY={capability}", *FLAGS.get(capability, [])]
+    if capability == "AVX512" and _cpu_flag("avx512_bf16"):
+        capability, flags = "AVX512_BF16", [*flags, "-mavx512bf16"]
     try:
         from torch.utils import cpp_extension
         cpp_extension.load(f"mathpo_decode_{capability.lower()}", [str(SOURCE)], is_python_module=False,
-                           extra_cflags=["-O3", "-fopenmp", f"-DCPU_CAPABILITY={capability}",
-                                         *FLAGS.get(capability, [])],
+                           extra_cflags=["-O3", "-fopenmp", *flags],
                            extra_ldflags=["-fopenmp"])  # at::parallel_for is OpenMP, inlined from headers
     except Exception as e:  # noqa: BLE001 - any build failure leaves the flash path, which is correct
         warnings.warn(f"mathpo: the fused decode-attention op could not be built ({type(e).__name__}: "
@@ -40,3 +43,10 @@ def op():
                       RuntimeWarning, stacklevel=2)
         return None
     return torch.ops.mathpo.decode_attention
+
+
+def _cpu_flag(name: str) -> bool:
+    try:
+        return f" {name}" in open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return False
