@@ -1,5 +1,5 @@
 // One decode step of the slot cache's attention (mathpo/sampling/slots.py), fused into one CPU op:
-// for each active row, one softmax over [its prompt slot | its own generated tokens], read in place
+// for each active row, its new key/value written at its own position, then one softmax over [its prompt slot | its own generated tokens], read in place
 // (each row only up to its own length: no masks, no padding, no merge of two partial results), and
 // its log-sum-exp (slots.py merges a common prefix, attended for all rows at once, by it).
 // Tasks are (prompt slot, kv head) pairs; a task runs the rows of its prompt one after another, so
@@ -218,7 +218,8 @@ struct Row {
 };
 
 template <typename T, int NV>
-void kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& own_len,
+void kernel(const at::Tensor& q, const at::Tensor& key_new, const at::Tensor& value_new, at::Tensor& keys,
+            at::Tensor& values, const at::Tensor& own_len,
             const at::Tensor& pkeys, const at::Tensor& pvalues, const at::Tensor& plen,
             const at::Tensor& order, const at::Tensor& starts, double scale, at::Tensor& out,
             at::Tensor& lse) {
@@ -226,7 +227,8 @@ void kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& value
   const int64_t KV = q.size(1), G = q.size(2);
   const int64_t Lg = keys.size(2), Lp = pkeys.size(2), P = plen.size(0);
   const T* qp = q.data_ptr<T>();
-  const T *kp = keys.data_ptr<T>(), *vp = values.data_ptr<T>();
+  T *kp = keys.data_ptr<T>(), *vp = values.data_ptr<T>();
+  const T *knp = key_new.data_ptr<T>(), *vnp = value_new.data_ptr<T>();
   const T *pkp = pkeys.data_ptr<T>(), *pvp = pvalues.data_ptr<T>();
   const int64_t *own = own_len.data_ptr<int64_t>(), *pl = plen.data_ptr<int64_t>();
   const int64_t *ord = order.data_ptr<int64_t>(), *st0 = starts.data_ptr<int64_t>();
@@ -241,6 +243,9 @@ void kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& value
       const int64_t slot = t / KV, h = t % KV;
       for (int64_t i = st0[slot]; i < st0[slot + 1]; ++i) {
         const int64_t r = ord[i], base = (r * KV + h) * G;
+        // this task is the only one touching row r's head h: no other thread writes or reads it
+        std::copy_n(knp + (r * KV + h) * D, D, kp + ((r * KV + h) * Lg + own[r] - 1) * D);
+        std::copy_n(vnp + (r * KV + h) * D, D, vp + ((r * KV + h) * Lg + own[r] - 1) * D);
         for (int g = 0; g < G; ++g) {
           for (int d = 0; d < D; ++d) tmp[d] = static_cast<float>(qp[(base + g) * D + d]) * (float)scale;
           for (int k = 0; k < NV; ++k) qv[g][k] = Vec::loadu(tmp + k * W);
@@ -253,17 +258,21 @@ void kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& value
   });
 }
 
-// q [B, KV, G, D]; keys/values [S >= B, KV, Lg, D] (row b's own tokens, own_len[b] of them);
+// q [B, KV, G, D]; key_new/value_new [B, KV, D], written into keys/values [S >= B, KV, Lg, D] at
+// position own_len[b] - 1 of row b, whose own tokens are then positions [0, own_len[b]);
 // pkeys/pvalues [Ps >= P, KV, Lp, D] (prompt slot p's tokens, plen[p] of them); order: rows
 // grouped by prompt slot, slot p's rows at order[starts[p]:starts[p+1]]; scale multiplies q.k.
 // Returns the output [B, KV, G, D] and its log-sum-exp [B, KV, G] (float32).
-std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const at::Tensor& keys,
-                                                    const at::Tensor& values, const at::Tensor& own_len,
+std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const at::Tensor& key_new,
+                                                    const at::Tensor& value_new, at::Tensor& keys,
+                                                    at::Tensor& values, const at::Tensor& own_len,
                                                     const at::Tensor& pkeys, const at::Tensor& pvalues,
                                                     const at::Tensor& plen, const at::Tensor& order,
                                                     const at::Tensor& starts, double scale) {
   TORCH_CHECK(q.dim() == 4 && q.is_contiguous() && keys.is_contiguous() && values.is_contiguous() &&
-                  pkeys.is_contiguous() && pvalues.is_contiguous(),
+                  pkeys.is_contiguous() && pvalues.is_contiguous() && key_new.is_contiguous() &&
+                  value_new.is_contiguous() && key_new.numel() == q.size(0) * q.size(1) * q.size(3) &&
+                  value_new.numel() == key_new.numel(),
               "decode_attention: contiguous 4-d tensors expected");
   TORCH_CHECK(q.size(2) <= MAX_GROUP, "decode_attention: at most ", MAX_GROUP, " query heads per kv head");
   for (const auto& t : {own_len, plen, order, starts})
@@ -275,10 +284,10 @@ std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const a
   auto by_width = [&](auto tag) {
     using T = decltype(tag);
     switch (nv) {
-      case 2: kernel<T, 2>(q, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
-      case 4: kernel<T, 4>(q, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
-      case 8: kernel<T, 8>(q, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
-      case 16: kernel<T, 16>(q, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
+      case 2: kernel<T, 2>(q, key_new, value_new, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
+      case 4: kernel<T, 4>(q, key_new, value_new, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
+      case 8: kernel<T, 8>(q, key_new, value_new, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
+      case 16: kernel<T, 16>(q, key_new, value_new, keys, values, own_len, pkeys, pvalues, plen, order, starts, scale, out, lse); break;
       default: TORCH_CHECK(false, "decode_attention: head_dim ", D, " not supported");
     }
   };
@@ -294,8 +303,9 @@ std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const a
 }  // namespace
 
 TORCH_LIBRARY(mathpo, m) {
-  m.def("decode_attention(Tensor q, Tensor keys, Tensor values, Tensor own_len, Tensor pkeys, Tensor pvalues, "
-        "Tensor plen, Tensor order, Tensor starts, float scale) -> (Tensor, Tensor)");
+  m.def("decode_attention(Tensor q, Tensor key_new, Tensor value_new, Tensor(a!) keys, Tensor(b!) values, "
+        "Tensor own_len, Tensor pkeys, Tensor pvalues, Tensor plen, Tensor order, Tensor starts, float scale) "
+        "-> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mathpo, CPU, m) { m.impl("decode_attention", &decode_attention); }

@@ -67,7 +67,12 @@ class SlotCache:
         self.mode = "decode"  # or "prefill", or "common" (the common prefix's own prefill)
         # prefill: prompts packed in one sequence; per prompt (start, end, prompt slot)
         self.segments: list[tuple[int, int, int]] = []
-        # decode, for B active rows over the prompt slots 0..P-1:
+        # decode, for B active rows over the prompt slots 0..P-1; the fused op's:
+        self.own_len: torch.Tensor | None = None  # [B] each row's own tokens, the new one included
+        self.prompt_len: torch.Tensor | None = None  # [P]
+        self.order: torch.Tensor | None = None  # [B] rows grouped by prompt slot
+        self.starts: torch.Tensor | None = None  # [P + 1] slot p's rows at order[starts[p]:starts[p + 1]]
+        # the flash path's:
         self.write: torch.Tensor | None = None  # [B * kv_heads] flat index of each row's new key/value
         self.cells: torch.Tensor | None = None  # [B * kv_heads] each row's query cells in the prompt grid
         self.prompts = 0  # P
@@ -92,25 +97,24 @@ class SlotCache:
         """Per active row: where it writes its new token, its prompt slot and sample index;
         prompt_lens: of prompt slots 0..P-1."""
         self.mode = "decode"
-        rows = len(gen_pos)
-        heads = torch.arange(self.kv_heads, device=self.device)
-        pos = torch.tensor(gen_pos, device=self.device)
-        base = torch.arange(rows, device=self.device)[:, None] * self.kv_heads + heads[None, :]
-        self.write = (base * self.gen_len + pos[:, None]).reshape(-1)
-        # row b, kv head h -> grid cell (slot * kv_heads + h) * n + sample
-        slot, sample = (torch.tensor(x, device=self.device)[:, None] for x in (slots, samples))
-        self.cells = ((slot * self.kv_heads + heads[None, :]) * self.n + sample).reshape(-1)
         self.prompts = len(prompt_lens)
-        if self.fused:  # the op reads each row's lengths; no masks
+        pos = torch.tensor(gen_pos, device=self.device)
+        slot = torch.tensor(slots, device=self.device)
+        if self.fused:  # the op writes at and reads up to each row's own length; no masks
             self.own_len = pos + 1
             self.prompt_len = torch.tensor(prompt_lens, device=self.device)
-            slot = slot[:, 0]
             self.order = torch.argsort(slot, stable=True)  # rows grouped by prompt slot
             self.starts = torch.zeros(self.prompts + 1, dtype=torch.long, device=self.device)
             self.starts[1:] = torch.bincount(slot, minlength=self.prompts).cumsum(0)
-        else:
-            self.gen_mask = self._mask([p + 1 for p in gen_pos])
-            self.prompt_mask = self._mask(prompt_lens)
+            return
+        heads = torch.arange(self.kv_heads, device=self.device)
+        base = torch.arange(len(gen_pos), device=self.device)[:, None] * self.kv_heads + heads[None, :]
+        self.write = (base * self.gen_len + pos[:, None]).reshape(-1)
+        # row b, kv head h -> grid cell (slot * kv_heads + h) * n + sample
+        sample = torch.tensor(samples, device=self.device)[:, None]
+        self.cells = ((slot[:, None] * self.kv_heads + heads[None, :]) * self.n + sample).reshape(-1)
+        self.gen_mask = self._mask([p + 1 for p in gen_pos])
+        self.prompt_mask = self._mask(prompt_lens)
 
     def prepare_prefill(self, segments: list[tuple[int, int, int]]) -> None:
         self.mode, self.segments = "prefill", segments
@@ -183,16 +187,17 @@ def _decode(cache: SlotCache, layer: int, query, key, value, scaling):
     kv = key.shape[1]
     group = heads // kv
     K, V = cache.keys[layer], cache.values[layer]
-    # index_copy_ on a flat view: advanced-index assignment (K[rows, :, pos] = ...) is far slower on CPU
-    K.view(-1, head_dim).index_copy_(0, cache.write, key.reshape(batch * kv, head_dim))
-    V.view(-1, head_dim).index_copy_(0, cache.write, value.reshape(batch * kv, head_dim))
     # Grouped-query attention without repeating keys: the query heads sharing a kv head become
     # that head's "query positions" (the same trick as transformers' pack_gqa).
     q = query.reshape(batch, kv, group, head_dim)
-    if cache.fused:
-        out, lse = kernel.op()(q.contiguous(), K, V, cache.own_len, cache.prompt_keys[layer],
-                               cache.prompt_values[layer], cache.prompt_len, cache.order, cache.starts, scaling)
+    if cache.fused:  # the op writes the new keys/values itself
+        out, lse = kernel.op()(q.contiguous(), key.contiguous(), value.contiguous(), K, V, cache.own_len,
+                               cache.prompt_keys[layer], cache.prompt_values[layer], cache.prompt_len,
+                               cache.order, cache.starts, scaling)
     else:
+        # index_copy_ on a flat view: advanced-index assignment (K[rows, :, pos] = ...) is far slower on CPU
+        K.view(-1, head_dim).index_copy_(0, cache.write, key.reshape(batch * kv, head_dim))
+        V.view(-1, head_dim).index_copy_(0, cache.write, value.reshape(batch * kv, head_dim))
         out, lse = _decode_flash(cache, layer, q, scaling)
     if cache.common_len:
         # every row's queries as the query positions of one sequence over the common prefix
