@@ -13,9 +13,10 @@ from mathpo.sampling.slots import SlotCache, slot_attention
 @pytest.mark.parametrize("fused", [True, False])  # the fused CPU op (kernel.py) / PyTorch's flash kernel
 @pytest.mark.parametrize("common", [0, 7])  # without / with a prefix common to every prompt
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
-def test_shared_prompt_decode_equals_full_attention(dtype, tol, common, fused):
+@pytest.mark.parametrize("heads,kv,dim", [(6, 2, 64), (14, 2, 128)])  # SmolLM2-like; Qwen2.5-0.5B's shape
+def test_shared_prompt_decode_equals_full_attention(dtype, tol, common, fused, heads, kv, dim):
     torch.manual_seed(0)
-    heads, kv, dim, n = 6, 2, 64, 3
+    n = 3
     # per prompt slot (what follows the common prefix); lengths across the op's 16-position blocks
     prompt_lens = [5, 37, 1]
     # rows: (prompt slot, sample, tokens already generated); prompt slot 1 has lost sample 0 (a hole)
@@ -88,3 +89,22 @@ def test_common_prefix_prefilled_once_and_seen_whole_by_every_prompt():
         ref = F.scaled_dot_product_attention(*whole, is_causal=True, enable_gqa=True)
         assert torch.allclose(first.transpose(1, 2), ref[:, :, :common], atol=1e-6)
         assert torch.allclose(out[:, start:end].transpose(1, 2), ref[:, :, common:], atol=1e-6)
+
+
+def test_a_failed_build_leaves_the_flash_path_with_a_warning(monkeypatch):
+    from torch.utils import cpp_extension
+
+    from mathpo.sampling import kernel
+
+    def no_compiler(*a, **k):
+        raise RuntimeError("Error building extension 'mathpo_decode': c++: not found")
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    kernel.op.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built .*c\\+\\+: not found.*flash kernel"):
+            assert kernel.op() is None
+        assert not SlotCache(1, 2, 1, 4, 4, 64, 1, torch.float32, "cpu").fused  # decodes as before
+    finally:
+        monkeypatch.undo()
+        kernel.op.cache_clear()
+    assert kernel.op() is not None  # built again (from torch's extension cache) once it can be

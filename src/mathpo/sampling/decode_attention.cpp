@@ -235,11 +235,15 @@ void kernel(const at::Tensor& q, const at::Tensor& key_new, const at::Tensor& va
   T* op = out.data_ptr<T>();
   float* lp = lse.data_ptr<float>();
   const int64_t cap = Lp + Lg + W;  // a row's scores, with room for a last block's extra lanes
-  at::parallel_for(0, P * KV, 1, [&](int64_t begin, int64_t end) {
+  // Tasks differ in size (rows left per prompt, their lengths): handed out one at a time, not split
+  // in equal halves as at::parallel_for would.
+#pragma omp parallel num_threads(at::get_num_threads())
+  {
     std::vector<float> scratch(G * cap);
     Vec qv[MAX_GROUP][NV];
     alignas(64) float tmp[D];
-    for (int64_t t = begin; t < end; ++t) {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < P * KV; ++t) {
       const int64_t slot = t / KV, h = t % KV;
       for (int64_t i = st0[slot]; i < st0[slot + 1]; ++i) {
         const int64_t r = ord[i], base = (r * KV + h) * G;
@@ -255,7 +259,7 @@ void kernel(const at::Tensor& q, const at::Tensor& key_new, const at::Tensor& va
         Row<T, NV>{qv, qp + base * D, (float)scale, (int)G, scratch.data(), cap}.attend(runs, 2, op + base * D, lp + base);
       }
     }
-  });
+  }
 }
 
 // q [B, KV, G, D]; key_new/value_new [B, KV, D], written into keys/values [S >= B, KV, Lg, D] at
