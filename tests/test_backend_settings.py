@@ -35,6 +35,11 @@ def test_checked_before_anything_loads():
     assert BackendSettings().check() == BackendSettings()
     with pytest.raises(UserError, match="decode_attention must be fused or flash, got 'fast'"):
         BackendSettings(decode_attention="fast").check()
+    data = {"train_data": {"synth": {"n": 8}}}  # the loop's typed setting, checked when the config loads
+    assert load_config(None, ["decode_attention=flash"], data)["decode_attention"] == "flash"
+    assert load_config(None, [], data)["decode_attention"] == "fused"
+    with pytest.raises(UserError, match="decode_attention must be fused or flash"):
+        load_config(None, ["decode_attention=fast"], data)
 
 
 def test_vllm_args_checked_against_vllms_engine_args():
