@@ -55,8 +55,9 @@ class HFBackend(Streaming):
         it lower). engine: "auto" (continuous batching where the model allows), "continuous", "generate".
         On the 2-core CPU, greedy on 256 synthetic problems: 32 rows 364 tok/s, 64 473, 128 534, 256 583
         (bench/batch_size.py with the demo's warm-up model). pack_linears: the sampling copy's linear
-        weights packed once for oneDNN (`packed.py`: 1.08x in bf16 on AMX, 1.03-1.20x in fp32 on AVX2, equal up
-        to rounding, so opt-in; packed on a copy, never on a caller's own model). decode_attention: "fused"
+        weights packed once for oneDNN (`packed.py`: 1.17-1.22x in bf16 on AMX with the fused decode
+        attention, 1.03-1.20x in fp32 on AVX2 before it, equal up to rounding, so opt-in; packed on a
+        copy, never on a caller's own model). decode_attention: "fused"
         (decode steps on CPU through mathpo's op, `kernel.py`, where it builds) or "flash" (PyTorch's)."""
         if decode_attention not in DECODE_ATTENTION:
             raise ValueError(f"decode_attention: {' or '.join(DECODE_ATTENTION)}, not {decode_attention!r}")

@@ -5,9 +5,10 @@ Why: `nn.Linear` on a CPU calls oneDNN's AMX matmul (bf16) with the weight in Py
 layout, and oneDNN re-packs that weight at every call; in fp32 it calls MKL's sgemm with the weight
 transposed, which on an AVX2-only EPYC runs at about half of oneDNN's speed (the 49152-word output
 layer at 128 rows: 141 against 70 ms, 51 against 104 GFLOP/s, of ~120 a 2048^2 matmul reaches).
-Packed once, each decode step's linears skip both: bf16 on the AMX Xeon 1.08x end to end, fp32 on the
-AVX2 EPYC 1.03x on the bench's 64 questions (163.6 / 158.3 tok/s, one run) and 1.20x on 32 (120.5 /
-100.3) (`bench/sampling.py --runs mathpo,mathpo-packed`; README, `mathpo sample`).
+Packed once, each decode step's linears skip both: bf16 on the AMX Xeon 1.08x end to end (1.17-1.22x
+since the fused decode attention), fp32 on the AVX2 EPYC 1.03x on the bench's 64 questions (163.6 /
+158.3 tok/s, one run) and 1.20x on 32 (120.5 / 100.3) (`bench/sampling.py --runs mathpo,mathpo-packed`;
+README, `mathpo sample`).
 Outputs equal `F.linear`'s up to rounding: in bf16 the same bits at most batch sizes, but where
 oneDNN blocks one path differently (on SmolLM2's shapes: 576x576 above 288 rows, the 192x576 k/v
 projections at 96) the last bit of some outputs differs; in fp32 oneDNN's and MKL's summation
