@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         fused_ms, flash_ms = (step_ms(*built, fused=f, reps=args.reps) for f in (True, False))
         fused_err, flash_err = (error(*built, fused=f) for f in (True, False))
     out = {"bench": "decode_attention", **{k: v for k, v in vars(args).items()},
-           "fused_ms_per_step": round(fused_ms, 2), "flash_ms_per_step": round(flash_ms, 2),
+           "fused_ms_per_step": round(fused_ms, 3), "flash_ms_per_step": round(flash_ms, 3),
            "fused_vs_flash": round(flash_ms / fused_ms, 2),
            "fused_max_error": fused_err, "flash_max_error": flash_err}
     print(f"{args.rows} rows x {args.layers} layers, {args.dtype}: fused {fused_ms:.1f} ms a step, flash "

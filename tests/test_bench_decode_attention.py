@@ -19,7 +19,8 @@ def test_times_both_paths_and_checks_them_against_float64(capsys):
                        "--dtype", "float32"]) == 0
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert out["fused_ms_per_step"] > 0 and out["flash_ms_per_step"] > 0
-    assert out["fused_vs_flash"] == round(out["flash_ms_per_step"] / out["fused_ms_per_step"], 2)
+    # the ratio of the unrounded times; the printed ms are rounded to 0.001
+    assert out["fused_vs_flash"] == pytest.approx(out["flash_ms_per_step"] / out["fused_ms_per_step"], rel=0.1)
     assert out["fused_max_error"] < 1e-5 and out["flash_max_error"] < 1e-5
 
 
