@@ -26,7 +26,7 @@ from collections import Counter
 import torch
 
 from mathpo import data, models, prompts
-from mathpo.sampling import SamplingParams, slots
+from mathpo.sampling import DECODE_ATTENTION, SamplingParams, slots
 from mathpo.sampling.hf import HFBackend
 
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--fewshot", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--decode-attention", default="fused", choices=["fused", "flash"],
+    ap.add_argument("--decode-attention", default="fused", choices=DECODE_ATTENTION,
                     help="the hf backend's decode attention on CPU (mathpo's fused op or PyTorch's flash)")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)

@@ -113,11 +113,15 @@ def cpu_has_bf16() -> bool:
     Not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`: oneDNN reports bf16 "support" on every
     AVX512 CPU (`mayiuse(avx512_core)`) because it can emulate it, and emulated bf16 matmuls are
     slower than fp32 ones; the question here is whether bf16 pays off."""
+    return cpu_flag("avx512_bf16") or cpu_flag("amx_bf16")
+
+
+def cpu_flag(name: str) -> bool:
+    """Whether the CPU lists this feature flag (Linux's /proc/cpuinfo; elsewhere no)."""
     try:
-        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+        return f" {name}" in open("/proc/cpuinfo", encoding="utf-8").read()
     except OSError:
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def pick_dtype(dtype: str, device: str):

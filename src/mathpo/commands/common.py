@@ -10,7 +10,7 @@ import yaml
 from .. import data, models, prompts
 from ..config import Options
 from ..errors import UserError
-from ..sampling import BackendSettings, SamplingParams
+from ..sampling import DECODE_ATTENTION, BackendSettings, SamplingParams
 
 
 def new_command(sub, name: str, help: str, func) -> tuple[argparse.ArgumentParser, Options]:
@@ -66,7 +66,7 @@ def backend_options(opts: Options) -> None:
     opts.add("--pack-linears", action="store_true", default=False,
              help="hf backend on CPU: pack the bf16 copy's linear weights once for oneDNN (1.17-1.22x on an "
                   "AMX Xeon; samples equal up to bf16 rounding, not bit for bit)")
-    opts.add("--decode-attention", default="fused", choices=["fused", "flash"],
+    opts.add("--decode-attention", default="fused", choices=DECODE_ATTENTION,
              help="hf backend on CPU: decode attention through mathpo's fused op (built at first use) "
                   "or PyTorch's flash kernel")
     opts.add("--batch-size", type=int, default=None,

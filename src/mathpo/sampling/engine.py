@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import Completion, SamplingParams, calculator, sampler, truncate_at_stop
-from .slots import NAME, SlotCache, dims
+from .slots import NAME, SlotCache, dims, query_group
 
 TAIL_CHARS = 2 * calculator.MAX_CHARS  # enough text kept per row to see a whole `<<expr=` annotation
 PREFILL_TOKENS = 2048  # prompt tokens packed into one prefill forward at most
@@ -64,8 +64,7 @@ class BatchEngine:
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = eos if isinstance(eos, (list, tuple)) else [eos]
         self.eos = {t for t in [*eos, tokenizer.eos_token_id] if t is not None}
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        self.group = config.num_attention_heads // dims(model.config)[1]  # query heads per kv head
+        self.group = query_group(model.config)
         self._pieces: dict[int, str] = {}  # token id -> its text alone (kept across calls)
         self._forced: dict[str, list[int]] = {}  # text to force -> its tokens
         # Streams open on the model: its attention is the slot cache's from the first one's start to

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..models import cpu_flag
+
 SOURCE = Path(__file__).with_name("decode_attention.cpp")
 FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-DCPU_CAPABILITY_AVX512"],
@@ -30,7 +32,7 @@ def op():
     capability = torch.backends.cpu.get_cpu_capability()
     capability = capability if capability in FLAGS else "DEFAULT"
     flags = [f"-DCPU_CAPABILITY={capability}", *FLAGS.get(capability, [])]
-    if capability == "AVX512" and _cpu_flag("avx512_bf16"):
+    if capability == "AVX512" and cpu_flag("avx512_bf16"):
         capability, flags = "AVX512_BF16", [*flags, "-mavx512bf16"]
     try:
         from torch.utils import cpp_extension
@@ -43,10 +45,3 @@ def op():
                       RuntimeWarning, stacklevel=2)
         return None
     return torch.ops.mathpo.decode_attention
-
-
-def _cpu_flag(name: str) -> bool:
-    try:
-        return f" {name}" in open("/proc/cpuinfo", encoding="utf-8").read()
-    except OSError:
-        return False

@@ -131,10 +131,17 @@ class SlotCache:
 
 
 def dims(config) -> tuple[int, int, int]:
+    """(layers, kv heads, head_dim) of a model config."""
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return config.num_hidden_layers, getattr(config, "num_key_value_heads", None) or heads, head_dim
+
+
+def query_group(config) -> int:
+    """Query heads per kv head."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return text.num_attention_heads // dims(config)[1]
 
 
 def _attend(query, key, value, mask, scale):
