@@ -71,6 +71,7 @@ class HFBackend(Streaming):
         device = self.model.device
         self.batch_size = batch_size or (256 if device.type == "cuda" else 128)
         self.packed = 0  # linear layers packed (packed.py)
+        self.fused = 0  # modules running fused forwards (fused.py)
         if pack_linears:
             from . import packed
 
@@ -79,6 +80,9 @@ class HFBackend(Streaming):
                 own = self.model if self.model is not model else copy.deepcopy(model).eval()
                 self.packed = packed.pack(own)
                 if self.packed:
+                    from . import fused
+
+                    self.fused = fused.fuse(own)
                     self.model = own
             if not self.packed:  # a GPU, too large, or the op missing on this CPU for this dtype
                 log.warning("pack_linears: nothing packed (only a model on CPU, in bf16 or fp32, up to %.0f GiB "

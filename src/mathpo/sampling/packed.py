@@ -64,6 +64,13 @@ def _forward(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
+def linear(weight: torch.Tensor, bias: torch.Tensor | None = None):
+    """F.linear(x, weight, bias) as a function of x, with the weight packed once (also used by
+    `fused.py` for the q|k|v and gate|up projections it concatenates)."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _BATCH_HINT)
+    return functools.partial(_forward, packed, None if bias is None else bias.detach())
+
+
 def _linears(model) -> list[torch.nn.Linear]:
     return [m for m in model.modules()
             if type(m) is torch.nn.Linear and m.weight.dtype == model.dtype and m.weight.device.type == "cpu"]
@@ -87,9 +94,6 @@ def pack(model, max_bytes: int | None = None) -> int:
         return 0
     with torch.no_grad():
         for m in linears:
-            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), _BATCH_HINT)
-            bias = None if m.bias is None else m.bias.detach()
-            # an instance attribute: nn.Module.__call__ runs it in place of Linear.forward
-            m.forward = functools.partial(_forward, packed, bias)
+            m.forward = linear(m.weight, m.bias)  # an instance attribute: nn.Module.__call__ runs it
     log.info("packed %d linear layers (%.0f MB) for sampling", len(linears), _bytes(linears) / 1e6)
     return len(linears)

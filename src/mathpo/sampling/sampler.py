@@ -14,6 +14,8 @@ import hashlib
 
 import torch
 
+from . import kernel
+
 _MASK64 = (1 << 64) - 1
 _TOP_P_CANDIDATES = (256, 4096)  # nucleus searched among these first; a full sort only if their mass is short
 
@@ -39,6 +41,9 @@ def choose(logits: torch.Tensor, temperature: float, top_p: float, draws: list[f
     """Next token per row from fp32 logits [B, V] (overwritten); `draws` has one uniform per row."""
     if temperature <= 0:
         return logits.argmax(-1)
+    ops = kernel.ops() if top_p >= 1 and logits.device.type == "cpu" else None
+    if ops is not None:  # the path below in one CPU op, the same picks (fused_ops.cpp)
+        return ops.sample(logits.contiguous(), temperature, torch.tensor(draws, dtype=torch.float32))
     # In place: three passes over [B, V] (scale, exp, cumsum) are most of the sampling cost.
     weights = logits.div_(temperature)
     weights = weights.sub_(weights.max(-1, keepdim=True).values).exp_()  # softmax up to a per-row factor
