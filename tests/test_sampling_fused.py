@@ -85,6 +85,9 @@ def test_sample_picks_what_the_python_path_picks(vocab, scale):
         got = OPS.sample(logits, temperature, torch.tensor(draws))
         assert torch.equal(logits, before)  # the op leaves its input alone (the Python path overwrites)
         assert got.tolist() == python_choose(logits, temperature, draws).tolist()
+        low = logits.bfloat16()  # the engine hands over logits in the model's dtype: read as they are
+        assert OPS.sample(low, temperature, torch.tensor(draws)).tolist() == \
+            python_choose(low.float(), temperature, draws).tolist()
 
 
 def fused_copy(model, dtype=torch.bfloat16):

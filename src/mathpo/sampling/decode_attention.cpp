@@ -155,23 +155,41 @@ struct Row {
     }
   }
 
-  // Pass 2: acc[g] += weight * value over one run's positions.
-  void values(const T* V, int64_t len, int64_t off, Vec (*acc)[NV]) const {
+  // Pass 2: acc[g] += weight * value over one run's positions. Each value row is widened once, in
+  // registers, for up to GMAX queries at a time (not widened into a buffer that every query reads
+  // back); per accumulator the same fused multiply-adds in the same order, so the same bits.
+  static constexpr int REGS = Vec::size() == 16 ? 32 : 16;  // vector registers: AVX512 / narrower
+  static constexpr int GMAX = std::max(1, std::min(4, (REGS - NV - 1) / NV));
+
+  template <int GB>
+  void values_of(const T* V, int64_t len, int64_t off, int g0, Vec (*acc)[NV]) const {
     constexpr int D = NV * W;
-    alignas(64) float vbuf[W * D];
-    for (int64_t j0 = 0; j0 < len; j0 += W) {
-      const int nb = (int)std::min<int64_t>(W, len - j0);
-      prefetch(V, j0, len, D);
-      const float* v = widen<T, NV>(V + j0 * D, nb, vbuf);
-      for (int g = 0; g < G; ++g) {
-        const float* w = s + g * cap + off + j0;
-        Vec a[NV];
-        for (int i = 0; i < NV; ++i) a[i] = acc[g][i];
-        for (int j = 0; j < nb; ++j) {
-          const Vec wj(w[j]);
-          for (int i = 0; i < NV; ++i) a[i] = at::vec::fmadd(wj, Vec::loadu(v + j * D + i * W), a[i]);
-        }
-        for (int i = 0; i < NV; ++i) acc[g][i] = a[i];
+    Vec a[GB][NV];
+    const float* w[GB];
+    for (int g = 0; g < GB; ++g) {
+      w[g] = s + (g0 + g) * cap + off;
+      for (int i = 0; i < NV; ++i) a[g][i] = acc[g0 + g][i];
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      if (j % W == 0) prefetch(V, j, len, D);
+      Vec v[NV];
+      load<T, NV>(V + j * D, v);
+      for (int g = 0; g < GB; ++g) {
+        const Vec wj(w[g][j]);
+        for (int i = 0; i < NV; ++i) a[g][i] = at::vec::fmadd(wj, v[i], a[g][i]);
+      }
+    }
+    for (int g = 0; g < GB; ++g)
+      for (int i = 0; i < NV; ++i) acc[g0 + g][i] = a[g][i];
+  }
+
+  void values(const T* V, int64_t len, int64_t off, Vec (*acc)[NV]) const {
+    for (int g0 = 0; g0 < G; g0 += GMAX) {
+      switch (std::min(GMAX, G - g0)) {
+        case 1: values_of<1>(V, len, off, g0, acc); break;
+        case 2: values_of<2>(V, len, off, g0, acc); break;
+        case 3: values_of<3>(V, len, off, g0, acc); break;
+        default: values_of<4>(V, len, off, g0, acc); break;
       }
     }
   }

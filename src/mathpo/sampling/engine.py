@@ -152,10 +152,11 @@ class BatchEngine:
         return finished
 
     def _forward(self, call: _Call, input_ids: torch.Tensor, position_ids: torch.Tensor, keep=1) -> torch.Tensor:
-        """Logits (fp32, whatever the model's dtype) at the positions `keep` (1: the last)."""
+        """Logits (in the model's dtype: the sampler widens them, or reads them as they are) at the
+        positions `keep` (1: the last)."""
         out = self.model(input_ids=input_ids.to(self.model.device), position_ids=position_ids, use_cache=False,
                          logits_to_keep=keep, mathpo_kv=call.cache)
-        return out.logits[:, -1].float() if isinstance(keep, int) else out.logits.float()
+        return out.logits[:, -1] if isinstance(keep, int) else out.logits
 
     @staticmethod
     def refill_at(slots: int, n: int) -> int:

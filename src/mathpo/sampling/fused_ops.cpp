@@ -180,7 +180,18 @@ std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& qkv, const at::Tenso
   return {q, k};
 }
 
-// logits [B, V] fp32, u [B] fp32 uniforms: per row the token inverse-CDF sampling picks from
+// n values as fp32: in place when they are, else widened (exactly) into buf.
+template <typename T>
+inline const float* as_float(const T* x, int64_t n, float* buf) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(x[i]);
+    return buf;
+  }
+}
+
+// logits [B, V] (fp32, or bf16/fp16 widened exactly), u [B] fp32 uniforms: per row the token inverse-CDF sampling picks from
 // softmax(logits / temperature), as mathpo/sampling/sampler.py's top-p = 1 path computes it (the
 // weights exp(l / t - max) in fp32; the first position whose running sum, accumulated in double
 // and compared in fp32 as PyTorch's cumsum stores it, exceeds u * total) without writing the
@@ -191,22 +202,24 @@ std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& qkv, const at::Tenso
 // boundary of the fp32 running sum (tests/test_sampling_fused.py compares picks). The logits are
 // left as they are.
 at::Tensor sample(const at::Tensor& logits, double temperature, const at::Tensor& u) {
-  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous() && logits.scalar_type() == at::kFloat &&
-                  u.dim() == 1 && u.size(0) == logits.size(0) && u.scalar_type() == at::kFloat &&
-                  temperature > 0,
-              "sample: fp32 logits [B, V], fp32 u [B] and a temperature > 0 expected");
+  const auto dtype = logits.scalar_type();
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous() && u.dim() == 1 && u.size(0) == logits.size(0) &&
+                  u.scalar_type() == at::kFloat && temperature > 0 &&
+                  (dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf),
+              "sample: fp32/bf16/fp16 logits [B, V], fp32 u [B] and a temperature > 0 expected");
   constexpr int64_t BLOCK = 64, L = 8;  // positions per block sum; double lanes per block
   const int64_t B = logits.size(0), V = logits.size(1), blocks = (V + BLOCK - 1) / BLOCK;
   auto pick = at::empty({B}, logits.options().dtype(at::kLong));
-  const float* lp = logits.data_ptr<float>();
   const float* up = u.data_ptr<float>();
   int64_t* pp = pick.data_ptr<int64_t>();
   const float t = static_cast<float>(temperature);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "sample", [&] {
+  const scalar_t* lp = logits.data_ptr<scalar_t>();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> e(blocks * BLOCK + W, 0.f);  // zero past V: the last block sums no garbage
     std::vector<double> sums(blocks);
     for (int64_t r = begin; r < end; ++r) {
-      const float* row = lp + r * V;
+      const float* row = as_float(lp + r * V, V, e.data());
       const Vec tv(t);
       Vec mv(-std::numeric_limits<float>::infinity());
       int64_t i = 0;
@@ -245,6 +258,7 @@ at::Tensor sample(const at::Tensor& logits, double temperature, const at::Tensor
       }
       pp[r] = j;
     }
+  });
   });
   return pick;
 }

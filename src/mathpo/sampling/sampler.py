@@ -18,6 +18,7 @@ from . import kernel
 
 _MASK64 = (1 << 64) - 1
 _TOP_P_CANDIDATES = (256, 4096)  # nucleus searched among these first; a full sort only if their mass is short
+_OP_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the fused sampler reads
 
 
 def _mix(x: int) -> int:  # splitmix64's finalizer: a fixed, well-spread 64-bit hash
@@ -38,12 +39,14 @@ def uniform(key: int, step: int) -> float:
 
 
 def choose(logits: torch.Tensor, temperature: float, top_p: float, draws: list[float]) -> torch.Tensor:
-    """Next token per row from fp32 logits [B, V] (overwritten); `draws` has one uniform per row."""
+    """Next token per row from logits [B, V] (in any float dtype; sampled in fp32, and fp32 logits
+    may be overwritten); `draws` has one uniform per row."""
     if temperature <= 0:
         return logits.argmax(-1)
-    ops = kernel.ops() if top_p >= 1 and logits.device.type == "cpu" else None
+    ops = kernel.ops() if top_p >= 1 and logits.device.type == "cpu" and logits.dtype in _OP_DTYPES else None
     if ops is not None:  # the path below in one CPU op, the same picks (fused_ops.cpp)
         return ops.sample(logits.contiguous(), temperature, torch.tensor(draws, dtype=torch.float32))
+    logits = logits.float()  # the same tensor when fp32
     # In place: three passes over [B, V] (scale, exp, cumsum) are most of the sampling cost.
     weights = logits.div_(temperature)
     weights = weights.sub_(weights.max(-1, keepdim=True).values).exp_()  # softmax up to a per-row factor
