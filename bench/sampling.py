@@ -9,9 +9,10 @@ the calculator, side by side in one run on the same GSM8K test questions, model 
 
 Runs: `plain` (transformers `generate`, the model as loaded: fp32 on CPU, bf16 on CUDA; batches of 32
 in dataset order, left padding), `mathpo` (`HFBackend` with its defaults: continuous batching, bf16
-on CPUs with native bf16), `mathpo-calc` (the same with `--calculator`), `mathpo-fp32` (mathpo in the
-plain run's dtype, to separate scheduling from bf16), `mathpo-packed` (mathpo with `pack_linears`:
-its linear weights packed for oneDNN, `mathpo/sampling/packed.py`), `mathpo-flash` (mathpo with
+on CPUs with native bf16, on CPU its linears packed and layers fused), `mathpo-calc` (the same with `--calculator`), `mathpo-fp32` (mathpo in the
+plain run's dtype, to separate scheduling from bf16), `mathpo-unpacked` (mathpo with `pack_linears=False`:
+plain linears and the model's own layer forwards, as before `mathpo/sampling/fused.py`; the default
+until then), `mathpo-flash` (mathpo with
 `decode_attention="flash"`: PyTorch's flash kernel in decode steps instead of mathpo's fused op,
 `mathpo/sampling/kernel.py`), `vllm` / `vllm-calc` (mathpo's vllm backend with
 its defaults: vLLM's engine in bf16 where the CPU has native bf16 and fp32 elsewhere, eager on CPU;
@@ -43,7 +44,7 @@ from mathpo import data, models, prompts
 from mathpo.sampling import SamplingParams
 from mathpo.sampling.hf import HFBackend
 
-RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "mathpo-flash", "vllm",
+RUNS = ("plain", "mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-unpacked", "mathpo-flash", "vllm",
         "vllm-calc", "vllm-bf16")
 ANNOTATION = re.compile(r"<<[^<>]*=[^<>]*>>")
 
@@ -80,7 +81,7 @@ def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int
     model, tok = loaded.model, loaded.tokenizer
     kind = run if run == "vllm-bf16" else "vllm" if run.startswith("vllm") \
         else "fp32" if run == "mathpo-fp32" and model.dtype == torch.float32 \
-        else "packed" if run == "mathpo-packed" else "flash" if run == "mathpo-flash" else "auto"
+        else "unpacked" if run == "mathpo-unpacked" else "flash" if run == "mathpo-flash" else "auto"
     if kind.startswith("vllm") and kind in backends:
         from mathpo.sampling import vllm as vllm_backend
 
@@ -94,14 +95,15 @@ def backend_for(run: str, loaded, backends: dict, startup: dict, batch_size: int
             backends[kind] = VLLMBackend(loaded.path, dtype="bfloat16" if kind == "vllm-bf16" else "auto")
         else:
             backends[kind] = HFBackend(model, tok, sample_dtype=kind if kind == "fp32" else "auto",
-                                       batch_size=batch_size, pack_linears=kind == "packed",
+                                       batch_size=batch_size, pack_linears=kind != "unpacked",
                                        decode_attention="flash" if kind == "flash" else "fused")
         backends[kind].generate(["Hello"], SamplingParams(max_new_tokens=4))  # warm-up
         name = "mathpo" if kind == "auto" else kind if kind.startswith("vllm") else run
         startup[name] = round(time.perf_counter() - t0, 1)
-        if kind == "packed":
-            print(f"mathpo-packed: {backends[kind].packed} linear layers packed (mathpo/sampling/packed.py)",
-                  flush=True)
+        if kind in ("auto", "unpacked"):
+            b = backends[kind]
+            print(f"{name}: {b.packed} linear layers packed, {b.fused} modules fused "
+                  "(mathpo/sampling/packed.py, fused.py)", flush=True)
     return backends[kind]
 
 
@@ -152,7 +154,7 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
             label = f"{run} #{rep + 1}" if repeats > 1 else run
             print(f"[{device}] {label:<16} {f['tokens']:>7} tokens {f['seconds']:>8.1f} s {f['tokens_per_s']:>8.1f} "
                   f"tok/s {f['tokens_per_cpu_s']:>8} tok/cpu-s  annotations {f['annotations']}", flush=True)
-    for name in ("auto", "fp32", "packed", "flash"):
+    for name in ("auto", "fp32", "unpacked", "flash"):
         b = backends.get(name)
         if b is not None:
             figures.setdefault("mathpo_dtype", str(b.model.dtype).replace("torch.", ""))
@@ -165,13 +167,13 @@ def bench_device(device: str, texts: list[str], params: SamplingParams, runs: li
         if repeats > 1:
             figures[run]["tokens_per_s_repeats"] = [f["tokens_per_s"] for f in reps]
             figures[run]["same_tokens"] = len({f["tokens"] for f in reps}) == 1  # the same rows each time
-    for run in ("mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-packed", "vllm", "vllm-calc"):
+    for run in ("mathpo", "mathpo-calc", "mathpo-fp32", "mathpo-unpacked", "vllm", "vllm-calc"):
         if run in figures and "plain" in figures:
             _ratio(figures, per_rep, f"{run}_vs_plain", run, "plain")
             _ratio(figures, per_rep, f"{run}_vs_plain_cpu", run, "plain", "tokens_per_cpu_s")
-    for a, b in (("mathpo", "vllm"), ("mathpo-calc", "vllm-calc"), ("mathpo-packed", "mathpo"),
+    for a, b in (("mathpo", "vllm"), ("mathpo-calc", "vllm-calc"), ("mathpo", "mathpo-unpacked"),
                  ("mathpo", "mathpo-flash"), ("mathpo-flash", "vllm"),
-                 ("mathpo-packed", "vllm"), ("mathpo", "vllm-bf16"), ("vllm", "vllm-bf16")):
+                 ("mathpo-unpacked", "vllm"), ("mathpo", "vllm-bf16"), ("vllm", "vllm-bf16")):
         if a in figures and b in figures:
             _ratio(figures, per_rep, f"{a}_vs_{b}", a, b)
     for run in ("mathpo", "vllm"):  # the calculator's cost to each backend (wall-clock tokens/s)

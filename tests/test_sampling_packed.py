@@ -48,7 +48,7 @@ def test_backend_packs_its_own_copy_and_samples_the_same(tokenizer, tiny_model):
     sharpen(tiny_model)  # peaked distributions: a last-bit difference cannot move a draw to another token
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=3)
     on = HFBackend(tiny_model, tokenizer, sample_dtype="bf16", pack_linears=True)
-    off = HFBackend(tiny_model, tokenizer, sample_dtype="bf16")  # the default: off
+    off = HFBackend(tiny_model, tokenizer, sample_dtype="bf16", pack_linears=False)
     assert on.packed == len(linears(tiny_model)) and off.packed == 0
     assert patched(tiny_model) == 0 and tiny_model.dtype == torch.float32  # the caller's model is untouched
     got = [[(c.text, c.tokens) for c in comps] for comps in on.generate(PROMPTS, params)]
@@ -74,7 +74,7 @@ def test_fp32_backend_packs_a_copy_and_samples_the_same(tokenizer, tiny_model):
     sharpen(tiny_model)
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=3)
     on = HFBackend(tiny_model, tokenizer, sample_dtype="float32", pack_linears=True)
-    off = HFBackend(tiny_model, tokenizer, sample_dtype="float32")
+    off = HFBackend(tiny_model, tokenizer, sample_dtype="float32", pack_linears=False)
     assert on.packed == len(linears(tiny_model)) and off.packed == 0
     assert on.model is not tiny_model and off.model is tiny_model
     assert patched(tiny_model) == 0 and on.model.dtype == torch.float32
@@ -118,14 +118,16 @@ def test_the_option_reaches_the_backend(tokenizer, tiny_model, caplog):
     # where the CPU cannot pack, the request still arrives: it is refused with the warning
     assert on.packed > 0 if KERNEL else (on.packed == 0 and "pack_linears: nothing packed" in caplog.text)
     caplog.clear()
-    assert make_backend(loaded, BackendSettings(sample_dtype="bf16")).packed == 0
-    assert "pack_linears" not in caplog.text  # not asked for: nothing said
-    assert BackendSettings.of({"pack_linears": True, "sample_dtype": "bf16"}).pack_linears is True
+    assert make_backend(loaded, BackendSettings(sample_dtype="bf16", pack_linears=False)).packed == 0
+    assert "pack_linears" not in caplog.text  # turned off: nothing said
+    assert BackendSettings.of({"pack_linears": False, "sample_dtype": "bf16"}).pack_linears is False
+    assert BackendSettings.of({"sample_dtype": "bf16"}).pack_linears is True  # on by default
     from mathpo.loop_config import load_config
 
     data = {"train_data": {"synth": {"n": 8}}}
     assert load_config(None, ["pack_linears=true"], data)["pack_linears"] is True  # a typed loop setting
-    assert load_config(None, [], data)["pack_linears"] is False
+    assert load_config(None, ["pack_linears=false"], data)["pack_linears"] is False
+    assert load_config(None, [], data)["pack_linears"] is True
 
 
 def test_without_the_kernel_nothing_is_switched(tokenizer, tiny_model, monkeypatch):

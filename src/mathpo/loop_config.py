@@ -129,7 +129,7 @@ class LoopConfig:
     workers: int = 1
     sample_dtype: str = "auto"  # hf backend: dtype to sample in (auto, bf16, fp32)
     kv_gb: float | None = None  # hf backend: KV cache memory in GiB (default: its own)
-    pack_linears: bool = False  # hf backend on CPU: linear weights packed for oneDNN (sampling/packed.py)
+    pack_linears: bool = True  # hf backend on CPU: linears packed, layers fused (sampling/packed.py, fused.py)
     decode_attention: str = "fused"  # hf backend on CPU: fused (mathpo's op, sampling/kernel.py) or flash
     vllm_args: dict = field(default_factory=dict)  # vllm backend: engine arguments (tensor_parallel_size, ...)
     # e.g. "accelerate launch --config_file configs/accelerate/zero3.yaml": training runs there

@@ -118,7 +118,7 @@ class BackendSettings:
     batch_size: int | None = None
     sample_dtype: str = "auto"
     kv_gb: float | None = None
-    pack_linears: bool = False
+    pack_linears: bool = True  # CPU: packed linears and fused layers (hf.py); false turns both off
     decode_attention: str = "fused"
     vllm_args: dict = field(default_factory=dict)
     dtype: str = "auto"
@@ -134,7 +134,7 @@ class BackendSettings:
         if not isinstance(args, dict):
             raise UserError(f"vllm_args must be a mapping such as '{{max_num_seqs: 64}}', got {args!r}")
         return cls(cfg.get("backend") or "hf", cfg.get("batch_size"), cfg.get("sample_dtype") or "auto",
-                   cfg.get("kv_gb"), bool(cfg.get("pack_linears")), cfg.get("decode_attention") or "fused",
+                   cfg.get("kv_gb"), cfg.get("pack_linears") is not False, cfg.get("decode_attention") or "fused",
                    {str(k): v for k, v in args.items()}, cfg.get("dtype") or "auto")
 
     def check(self) -> BackendSettings:

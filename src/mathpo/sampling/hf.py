@@ -6,9 +6,9 @@ finished rows replaced at once, slots sized to a memory budget, the calculator a
 row. Small calls (the pairs stage's prefix
 rollouts) cost one packed prefill plus the decode steps; nothing is set up per call beyond a KV
 buffer. On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples through a bf16 copy
-(`sample_dtype="auto"`); with `pack_linears` the sampling copy's linear weights are packed once for
-oneDNN (`packed.py`; bf16 there, fp32 on other CPUs);
-logits are sampled in fp32. Models whose attention does not go through
+(`sample_dtype="auto"`); on a CPU (`pack_linears`, default on) the sampling copy's linear weights
+are packed once for oneDNN (`packed.py`; bf16 there, fp32 on other CPUs) and its decoder layers'
+small ops fused (`fused.py`); logits are sampled in fp32 (`sampler.py`, one CPU op at top-p 1). Models whose attention does not go through
 transformers' AttentionInterface fall back to batched `model.generate` (same rows, slower).
 """
 
@@ -50,14 +50,15 @@ class HFBackend(Streaming):
 
     def __init__(self, model, tokenizer, add_special_tokens: bool = False, batch_size: int | None = None,
                  sample_dtype: str = "auto", kv_gb: float | None = None, engine: str = "auto",
-                 pack_linears: bool = False, decode_attention: str = "fused"):
+                 pack_linears: bool = True, decode_attention: str = "fused"):
         """batch_size: rows generated together at most (default 128 on CPU, 256 on CUDA; memory may cap
         it lower). engine: "auto" (continuous batching where the model allows), "continuous", "generate".
         On the 2-core CPU, greedy on 256 synthetic problems: 32 rows 364 tok/s, 64 473, 128 534, 256 583
-        (bench/batch_size.py with the demo's warm-up model). pack_linears: the sampling copy's linear
-        weights packed once for oneDNN (`packed.py`: 1.17-1.22x in bf16 on AMX with the fused decode
-        attention, 1.03-1.20x in fp32 on AVX2 before it, equal up to rounding, so opt-in; packed on a
-        copy, never on a caller's own model). decode_attention: "fused"
+        (bench/batch_size.py with the demo's warm-up model). pack_linears (CPU; default on): the sampling
+        copy's linear weights packed once for oneDNN (`packed.py`) and its Llama/Qwen2 layers fused
+        (`fused.py`): on the Zen 4 EPYC 1.22x the unpacked, unfused model (bench/sampling.py), equal to it
+        up to the rounding of oneDNN's blocking (the fusion itself bit for bit); done on a copy, never on a
+        caller's own model. decode_attention: "fused"
         (decode steps on CPU through mathpo's op, `kernel.py`, where it builds) or "flash" (PyTorch's)."""
         if decode_attention not in DECODE_ATTENTION:
             raise ValueError(f"decode_attention: {' or '.join(DECODE_ATTENTION)}, not {decode_attention!r}")
@@ -72,25 +73,29 @@ class HFBackend(Streaming):
         self.batch_size = batch_size or (256 if device.type == "cuda" else 128)
         self.packed = 0  # linear layers packed (packed.py)
         self.fused = 0  # modules running fused forwards (fused.py)
-        if pack_linears:
-            from . import packed
-
-            if device.type == "cpu" and packed.fits(self.model):  # checked first: a copy costs the model's size
-                # packed on a copy of the backend's own: the caller's model may be trained after this
-                own = self.model if self.model is not model else copy.deepcopy(model).eval()
-                self.packed = packed.pack(own)
-                if self.packed:
-                    from . import fused
-
-                    self.fused = fused.fuse(own)
-                    self.model = own
-            if not self.packed:  # a GPU, too large, or the op missing on this CPU for this dtype
-                log.warning("pack_linears: nothing packed (only a model on CPU, in bf16 or fp32, up to %.0f GiB "
-                            "of linear weights, with oneDNN's reorder working here)", packed.MAX_BYTES / GiB)
+        if pack_linears and device.type == "cpu":  # a CPU path: on GPUs there is nothing to pack
+            self._pack(model)
         kv_bytes = int(kv_gb * GiB) if kv_gb else _default_kv_bytes(device)
         self.engine = None
         if engine != "generate":
             self.engine = self._make_engine(kv_bytes, engine == "continuous", decode_attention == "fused")
+
+    def _pack(self, caller_model) -> None:
+        """Pack the sampling model's linears and fuse its layers, on a copy of the backend's own."""
+        from . import fused, packed
+
+        if not packed.fits(self.model):  # checked first: a copy costs the model's size
+            log.info("pack_linears: over %.0f GiB of linear weights; sampled as it is", packed.MAX_BYTES / GiB)
+            return
+        # the caller's model may be trained after this: never patched
+        own = self.model if self.model is not caller_model else copy.deepcopy(caller_model).eval()
+        self.packed = packed.pack(own)
+        if not self.packed:  # the private op missing or refusing this dtype on this CPU
+            log.warning("pack_linears: nothing packed (oneDNN's %s weight reorder does not work on this CPU)",
+                        str(own.dtype).replace("torch.", ""))
+            return
+        self.fused = fused.fuse(own)
+        self.model = own
 
     def _make_engine(self, kv_bytes: int, required: bool, fused: bool):
         from .engine import BatchEngine
