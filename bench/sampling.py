@@ -9,10 +9,10 @@ the calculator, side by side in one run on the same GSM8K test questions, model 
 
 Runs: `plain` (transformers `generate`, the model as loaded: fp32 on CPU, bf16 on CUDA; batches of 32
 in dataset order, left padding), `mathpo` (`HFBackend` with its defaults: continuous batching, bf16
-on CPUs with native bf16, on CPU its linears packed and layers fused), `mathpo-calc` (the same with `--calculator`), `mathpo-fp32` (mathpo in the
-plain run's dtype, to separate scheduling from bf16), `mathpo-unpacked` (mathpo with `pack_linears=False`:
-plain linears and the model's own layer forwards, as before `mathpo/sampling/fused.py`; the default
-until then), `mathpo-flash` (mathpo with
+on CPUs with native bf16, on CPU its linears packed and layers fused), `mathpo-calc` (the same with
+`--calculator`), `mathpo-fp32` (mathpo in the plain run's dtype, to separate scheduling from bf16),
+`mathpo-unpacked` (mathpo with `pack_linears=False`: plain linears and the model's own layer
+forwards, as before `mathpo/sampling/fused.py`; the default until then), `mathpo-flash` (mathpo with
 `decode_attention="flash"`: PyTorch's flash kernel in decode steps instead of mathpo's fused op,
 `mathpo/sampling/kernel.py`), `vllm` / `vllm-calc` (mathpo's vllm backend with
 its defaults: vLLM's engine in bf16 where the CPU has native bf16 and fp32 elsewhere, eager on CPU;
