@@ -9,7 +9,8 @@ buffer. On a CPU with native bf16 (AVX512-BF16 / AMX) an fp32 model samples thro
 (`sample_dtype="auto"`); on a CPU (`pack_linears`, default on) the sampling copy's linear weights
 are packed once for oneDNN (`packed.py`; bf16 there, fp32 on other CPUs) and its decoder layers'
 small ops fused (`fused.py`); logits are sampled in fp32 (`sampler.py`, one CPU op at top-p 1).
-Models whose attention does not go through transformers' AttentionInterface fall back to batched `model.generate` (same rows, slower).
+Models whose attention does not go through transformers' AttentionInterface fall back to batched
+`model.generate` (same rows, slower).
 """
 
 from __future__ import annotations
