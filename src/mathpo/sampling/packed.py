@@ -1,5 +1,6 @@
 """The linear layers of the hf backend's own sampling copy, with their weights packed once into
-oneDNN's blocked layout (CPU only; opt-in: `pack_linears: true`, `--pack-linears`).
+oneDNN's blocked layout (CPU only; on by default since 2026-12-08, `pack_linears: false` /
+`--no-pack-linears` turns it off, and with it the fused layers of `fused.py`, which need it).
 
 Why: `nn.Linear` on a CPU calls oneDNN's AMX matmul (bf16) with the weight in PyTorch's plain
 layout, and oneDNN re-packs that weight at every call; in fp32 it calls MKL's sgemm with the weight
@@ -7,16 +8,19 @@ transposed, which on an AVX2-only EPYC runs at about half of oneDNN's speed (the
 layer at 128 rows: 141 against 70 ms, 51 against 104 GFLOP/s, of ~120 a 2048^2 matmul reaches).
 Packed once, each decode step's linears skip both: bf16 on the AMX Xeon 1.08x end to end (1.17-1.22x
 since the fused decode attention), fp32 on the AVX2 EPYC 1.03x on the bench's 64 questions (163.6 /
-158.3 tok/s, one run) and 1.20x on 32 (120.5 / 100.3) (`bench/sampling.py --runs mathpo,mathpo-packed`;
-README, `mathpo sample`).
-Outputs equal `F.linear`'s up to rounding: in bf16 the same bits at most batch sizes, but where
-oneDNN blocks one path differently (on SmolLM2's shapes: 576x576 above 288 rows, the 192x576 k/v
-projections at 96) the last bit of some outputs differs; in fp32 oneDNN's and MKL's summation
+158.3 tok/s, one run) and 1.20x on 32 (120.5 / 100.3) (`bench/sampling.py --runs mathpo,mathpo-packed`
+then; `--runs mathpo,mathpo-unpacked` since packing is the default; README, `mathpo sample`).
+Outputs equal `F.linear`'s up to rounding: in bf16 the same bits at most batch sizes (on the Zen 4
+EPYC at every one tried, 1-400 rows), but where oneDNN blocks one path differently (on the AMX Xeon,
+SmolLM2's shapes: 576x576 above 288 rows, the 192x576 k/v projections at 96) the last bit of some
+outputs differs; in fp32 oneDNN's and MKL's summation
 orders differ, so last bits differ at every shape (124 of 128 sampled texts the same on 32 GSM8K
 questions x 4). The same kind of difference as between two batch shapes (tests/test_sampling_packed.py).
-That is why it is opt-in, as PyTorch leaves TF32 matmuls off: one such bit early in `make demo` (its
-warm-up evaluation) changed every stage's samples after it, and the final gain over warm-up went from
-+18.5 to +11.0 points. Off, a run keeps the bits of runs before it.
+That is why it was opt-in until the layers were fused on top of it: one such bit early in `make demo`
+(its warm-up evaluation) changed every stage's samples after it, and the final gain over warm-up went
+from +18.5 to +11.0 points. Such runs are two draws of the same noise (seeds and paired statistics
+measure it), and packed plus fused is 1.2x faster end to end, so it is the default; off, a run keeps
+the bits of the unpacked layers.
 The packed kernel is PyTorch's own `torch.ops.mkldnn._linear_pointwise`, the op `torch.compile`'s
 CPU weight-freezing pass puts in place of linears. It is private API, so before any layer is
 switched a small layer is packed and checked against `F.linear` in the model's dtype; if the op is
