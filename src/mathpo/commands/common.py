@@ -65,7 +65,7 @@ def backend_options(opts: Options) -> None:
              help="hf backend: memory for the KV cache in GiB (default 1.5 on CPU, 60%% of free GPU memory)")
     opts.add("--pack-linears", action=argparse.BooleanOptionalAction, default=True,
              help="hf backend on CPU: the sampling copy's linear weights packed once for oneDNN and its "
-                  "layers' small ops fused (default on; 1.22x on a Zen 4 EPYC; samples equal the unpacked "
+                  "layers' small ops fused (default on; 1.17-1.20x on a Zen 4 EPYC; samples equal the unpacked "
                   "model's up to the rounding of oneDNN's blocking)")
     opts.add("--decode-attention", default="fused", choices=DECODE_ATTENTION,
              help="hf backend on CPU: decode attention through mathpo's fused op (built at first use) "

@@ -3,8 +3,10 @@
 // temperature sampling by inverse CDF. Each replaces 2-12 PyTorch ops (and their dispatch and
 // temporaries) with one pass over the rows, and computes what the transformers code it replaces
 // computes, rounding to the model's dtype where that code rounds (a bf16 multiply of two bf16
-// values is exact in fp32 and rounded once, so those steps give the same bits; sums and exp may
-// differ in the last fp32 bit). Built with decode_attention.cpp by mathpo/sampling/kernel.py.
+// values is exact in fp32 and rounded once), summing in the order PyTorch's CPU sum kernel sums
+// (torch_sum) and taking exp from the same vectorized code as PyTorch's SiLU: the same bits
+// (tests/test_sampling_fused.py). The sampler's running sum is the exception (see sample). Built
+// with decode_attention.cpp by mathpo/sampling/kernel.py.
 // No fused multiply-adds where the code writes a multiply and an add: PyTorch rounds the product
 // first (GCC would contract x * c + r * s into an FMA in fp32, and the bits would differ).
 #pragma GCC optimize("fp-contract=off")

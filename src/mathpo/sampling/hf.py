@@ -57,7 +57,7 @@ class HFBackend(Streaming):
         On the 2-core CPU, greedy on 256 synthetic problems: 32 rows 364 tok/s, 64 473, 128 534, 256 583
         (bench/batch_size.py with the demo's warm-up model). pack_linears (CPU; default on): the sampling
         copy's linear weights packed once for oneDNN (`packed.py`) and its Llama/Qwen2 layers fused
-        (`fused.py`): on the Zen 4 EPYC 1.22x the unpacked, unfused model (bench/sampling.py), equal to it
+        (`fused.py`): on the Zen 4 EPYC 1.17-1.20x the unpacked, unfused model (bench/sampling.py), equal to it
         up to the rounding of oneDNN's blocking (the fusion itself bit for bit); done on a copy, never on a
         caller's own model. decode_attention: "fused"
         (decode steps on CPU through mathpo's op, `kernel.py`, where it builds) or "flash" (PyTorch's)."""
